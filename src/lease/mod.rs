@@ -1,0 +1,1 @@
+//! Lease schedule and manager (placeholder, being written).

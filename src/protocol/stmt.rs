@@ -1,0 +1,138 @@
+//! COM_STMT_* packets: statement-id remapping and COM_STMT_EXECUTE walking.
+//!
+//! After a swap the upstream statement ids differ from the ones the client
+//! knows, so the 4-byte id is rewritten in place in EXECUTE, SEND_LONG_DATA,
+//! CLOSE, RESET and FETCH, and in the prepare-OK packet. The first EXECUTE
+//! after a re-prepare may omit the parameter types (new-params-bound = 0,
+//! relying on the types the old connection saw); it is rewritten to carry
+//! them.
+
+/// Offset of the statement id in every COM_STMT_* packet and in prepare-OK.
+const ID_OFFSET: usize = 1;
+/// Fixed part of COM_STMT_EXECUTE: command, id, flags, iteration count.
+const EXEC_FIXED: usize = 10;
+
+/// Rewrites the statement id of a COM_STMT_* or prepare-OK payload in place.
+pub fn set_stmt_id(payload: &mut [u8], id: u32) -> bool {
+    match payload.get_mut(ID_OFFSET..ID_OFFSET + 4) {
+        Some(b) => {
+            b.copy_from_slice(&id.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Where the parameter block of an execute starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecLayout {
+    /// Offset of the new-params-bound flag.
+    pub bound_flag: usize,
+    /// Whether types are present (flag = 1).
+    pub bound: bool,
+    /// Offset and length of the type block when present.
+    pub types: Option<(usize, usize)>,
+}
+
+/// Walks a COM_STMT_EXECUTE payload for a statement with `params` parameters.
+/// `None` when the packet is too short for that many parameters.
+pub fn exec_layout(payload: &[u8], params: u16) -> Option<ExecLayout> {
+    if params == 0 {
+        return None;
+    }
+    let bitmap = (usize::from(params) + 7) / 8;
+    let bound_flag = EXEC_FIXED + bitmap;
+    let bound = *payload.get(bound_flag)? == 1;
+    let types = if bound {
+        let start = bound_flag + 1;
+        let len = 2 * usize::from(params);
+        payload.get(start..start + len)?;
+        Some((start, len))
+    } else {
+        None
+    };
+    Some(ExecLayout {
+        bound_flag,
+        bound,
+        types,
+    })
+}
+
+/// The parameter types an execute carries, if it carries them.
+pub fn param_types(payload: &[u8], params: u16) -> Option<&[u8]> {
+    let l = exec_layout(payload, params)?;
+    let (s, n) = l.types?;
+    payload.get(s..s + n)
+}
+
+/// Rewrites an execute without types into one carrying `types`.
+/// Returns `None` when the packet already has types or is malformed.
+pub fn with_types(payload: &[u8], params: u16, types: &[u8]) -> Option<Vec<u8>> {
+    let l = exec_layout(payload, params)?;
+    if l.bound || types.len() != 2 * usize::from(params) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(payload.len() + types.len());
+    out.extend_from_slice(payload.get(..l.bound_flag)?);
+    out.push(1);
+    out.extend_from_slice(types);
+    out.extend_from_slice(payload.get(l.bound_flag + 1..)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exec(id: u32, params: u16, bound: bool) -> Vec<u8> {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.extend(std::iter::repeat_n(0, (usize::from(params) + 7) / 8));
+        p.push(u8::from(bound));
+        if bound {
+            for _ in 0..params {
+                p.extend_from_slice(&[0x08, 0x00]);
+            }
+        }
+        for _ in 0..params {
+            p.extend_from_slice(&42u64.to_le_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn remap_and_add_types() {
+        let mut p = exec(5, 2, false);
+        assert!(set_stmt_id(&mut p, 9));
+        assert_eq!(&p[1..5], &9u32.to_le_bytes());
+        assert_eq!(param_types(&p, 2), None);
+        let q = with_types(&p, 2, &[8, 0, 8, 0]).unwrap();
+        let mut want = exec(9, 2, true);
+        want[1..5].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(q, want);
+        assert_eq!(param_types(&q, 2), Some(&[8u8, 0, 8, 0][..]));
+        assert_eq!(with_types(&q, 2, &[8, 0, 8, 0]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40), params in 0u16..20) {
+            let _ = exec_layout(&bytes, params);
+            let _ = param_types(&bytes, params);
+            let _ = with_types(&bytes, params, &vec![0; 2 * usize::from(params)]);
+            let mut b = bytes.clone();
+            let _ = set_stmt_id(&mut b, 1);
+        }
+
+        #[test]
+        fn with_types_round_trip(params in 1u16..40, id in any::<u32>()) {
+            let p = exec(id, params, false);
+            let types: Vec<u8> = (0..params).flat_map(|_| [0x08u8, 0]).collect();
+            let q = with_types(&p, params, &types).unwrap();
+            prop_assert_eq!(q, exec(id, params, true));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Vault HTTP client (placeholder, being written).
