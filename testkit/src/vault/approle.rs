@@ -119,7 +119,10 @@ fn write_role(inner: &Inner, r: &Req, mount: &str, name: &str) -> HResult {
     if let Some(v) = b.duration("secret_id_ttl")? {
         role.secret_id_ttl = v;
     }
-    if let Some(v) = b.list("secret_id_bound_cidrs")?.or(b.list("bound_cidr_list")?) {
+    if let Some(v) = b
+        .list("secret_id_bound_cidrs")?
+        .or(b.list("bound_cidr_list")?)
+    {
         role.secret_id_bound_cidrs = v;
     }
     if let Some(v) = b.bool("local_secret_ids")? {
@@ -195,7 +198,9 @@ fn gen_secret_id(inner: &Inner, r: &Req, mount: &str, name: &str, custom: bool) 
         None => role.secret_id_ttl,
         Some(t) => {
             if role.secret_id_ttl > 0 && (t == 0 || t > role.secret_id_ttl) {
-                return Err(VErr::bad("ttl cannot be longer than the role's secret_id_ttl"));
+                return Err(VErr::bad(
+                    "ttl cannot be longer than the role's secret_id_ttl",
+                ));
             }
             t
         }
@@ -299,7 +304,11 @@ pub(crate) fn handle(inner: &Arc<Inner>, r: &Req, mount: &str, rest: &str) -> HR
         return Ok(Reply::Env(Env::data(json!({ "keys": keys }))));
     }
     if rest.starts_with("tidy/") {
-        inner.lock().approle.values_mut().for_each(|a| a.tidy(SystemTime::now()));
+        inner
+            .lock()
+            .approle
+            .values_mut()
+            .for_each(|a| a.tidy(SystemTime::now()));
         return Ok(Reply::none());
     }
     let Some(tail) = rest.strip_prefix("role/") else {

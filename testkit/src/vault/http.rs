@@ -42,7 +42,6 @@ pub(crate) struct Req {
     pub body: Body,
     pub token: Option<String>,
     pub wrap_ttl: i64,
-    pub remote: SocketAddr,
 }
 
 /// Binds `addr` with SO_REUSEADDR so the same port can be taken again after `set_down(false)`.
@@ -81,13 +80,13 @@ pub(crate) async fn serve(
                 loop {
                     tokio::select! {
                         acc = l.accept() => {
-                            if let Ok((stream, remote)) = acc {
+                            if let Ok((stream, _remote)) = acc {
                                 let inner = inner.clone();
                                 let mut kill = kill_rx.clone();
                                 tokio::spawn(async move {
                                     let svc = hyper::service::service_fn(move |req| {
                                         let inner = inner.clone();
-                                        async move { Ok::<_, Infallible>(handle(inner, req, remote).await) }
+                                        async move { Ok::<_, Infallible>(handle(inner, req).await) }
                                     });
                                     let conn = hyper::server::conn::http1::Builder::new()
                                         .serve_connection(TokioIo::new(stream), svc);
@@ -126,7 +125,9 @@ pub(crate) async fn serve(
                                 listener = Some(l);
                                 break;
                             }
-                            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                            Err(_) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                            }
                         }
                     }
                     let _ = ack.send(listener.is_some());
@@ -191,11 +192,7 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(
-    inner: Arc<Inner>,
-    req: Request<Incoming>,
-    remote: SocketAddr,
-) -> Response<Full<Bytes>> {
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     inner.counters.requests.fetch_add(1, Ordering::Relaxed);
     let delay = inner.knobs.delay();
     if !delay.is_zero() {
@@ -254,7 +251,12 @@ async fn handle(
     } else {
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return err_response(&VErr::bad("failed to parse JSON input: body is not a JSON object")),
+            Ok(Value::Null) => Map::new(),
+            Ok(_) => {
+                return err_response(&VErr::bad(
+                    "failed to parse JSON input: body is not a JSON object",
+                ))
+            }
             Err(e) => return err_response(&VErr::bad(format!("failed to parse JSON input: {e}"))),
         }
     };
@@ -265,29 +267,27 @@ async fn handle(
             }
         }
     }
-    let wrap_ttl = match wrap_hdr {
-        None => 0,
-        Some(h) => match util::parse_duration_str(&h) {
-            Some(n) if n < 0 => {
-                return err_response(&VErr::bad(
+    let wrap_ttl =
+        match wrap_hdr {
+            None => 0,
+            Some(h) => match util::parse_duration_str(&h) {
+                Some(n) if n < 0 => return err_response(&VErr::bad(
                     "error parsing X-Vault-Wrap-TTL header: requested wrap ttl cannot be negative",
-                ))
-            }
-            Some(n) => n,
-            None => {
-                return err_response(&VErr::bad(format!(
-                    "error parsing X-Vault-Wrap-TTL header: invalid duration {h:?}"
-                )))
-            }
-        },
-    };
+                )),
+                Some(n) => n,
+                None => {
+                    return err_response(&VErr::bad(format!(
+                        "error parsing X-Vault-Wrap-TTL header: invalid duration {h:?}"
+                    )))
+                }
+            },
+        };
     let r = Req {
         op,
         path: path.clone(),
         body: Body::new(map),
         token,
         wrap_ttl,
-        remote,
     };
     if sealed && !matches!(path.as_str(), "sys/health" | "sys/seal-status") {
         return err_response(&VErr::sealed());
@@ -343,7 +343,6 @@ fn wrap(inner: &Inner, r: &Req, env: &Env) -> Value {
     let token = format!("hvs.{}", util::base62(24));
     let accessor = util::base62(24);
     let w = Wrap {
-        accessor: accessor.clone(),
         ttl: r.wrap_ttl,
         creation_time: now,
         creation_path: r.path.clone(),

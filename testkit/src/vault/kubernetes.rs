@@ -136,7 +136,9 @@ pub(crate) fn handle(inner: &Arc<Inner>, r: &Req, mount: &str, rest: &str) -> HR
                     }
                     role.token.update_from(b)?;
                     if role.names.is_empty() {
-                        return Err(VErr::bad("\"bound_service_account_names\" can not be empty"));
+                        return Err(VErr::bad(
+                            "\"bound_service_account_names\" can not be empty",
+                        ));
                     }
                     if role.namespaces.is_empty() {
                         return Err(VErr::bad(

@@ -247,7 +247,6 @@ pub(crate) struct LockoutCfg {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Wrap {
-    pub accessor: String,
     pub ttl: i64,
     pub creation_time: SystemTime,
     pub creation_path: String,

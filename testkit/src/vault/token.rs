@@ -89,7 +89,10 @@ impl TokenParams {
         out.insert("token_num_uses".into(), json!(self.num_uses));
         out.insert("token_period".into(), json!(self.period));
         out.insert("period".into(), json!(self.period));
-        out.insert("token_explicit_max_ttl".into(), json!(self.explicit_max_ttl));
+        out.insert(
+            "token_explicit_max_ttl".into(),
+            json!(self.explicit_max_ttl),
+        );
         let tt = if self.ttype.is_empty() {
             "default"
         } else {
@@ -178,7 +181,11 @@ pub(crate) fn issue(st: &mut Store, spec: IssueSpec) -> Result<(Token, Vec<Strin
         last_renewal: None,
         explicit_max_ttl: p.explicit_max_ttl,
         period: p.period,
-        num_uses: if ttype == TokenType::Batch { 0 } else { p.num_uses },
+        num_uses: if ttype == TokenType::Batch {
+            0
+        } else {
+            p.num_uses
+        },
         renewable: spec.renewable && ttype == TokenType::Service,
         entity_id: spec.entity_id,
         source: spec.source,
@@ -292,7 +299,10 @@ pub(crate) fn renew(inner: &Inner, id: &str, increment: i64) -> HResult {
     t.last_renewal = Some(now);
     let t = t.clone();
     drop(st);
-    inner.counters.token_renewals.fetch_add(1, Ordering::Relaxed);
+    inner
+        .counters
+        .token_renewals
+        .fetch_add(1, Ordering::Relaxed);
     Ok(Reply::Env(Env {
         auth: Some(auth_json(&t, calc.ttl)),
         warnings: calc.warnings,
@@ -347,7 +357,11 @@ fn create(inner: &Inner, r: &Req, c: &Caller, orphan: bool) -> HResult {
     if !c.token.is_root() {
         // Non-root callers may only hand out a subset of their own policies.
         let own = &c.token.policies;
-        if let Some(bad) = p.policies.iter().find(|x| *x != "default" && !own.contains(x)) {
+        if let Some(bad) = p
+            .policies
+            .iter()
+            .find(|x| *x != "default" && !own.contains(x))
+        {
             return Err(VErr::bad(format!(
                 "child policies must be subset of parent: {bad:?}"
             )));
@@ -460,9 +474,7 @@ pub(crate) fn handle(inner: &Arc<Inner>, r: &Req, c: &Caller, rest: &str) -> HRe
             }
         }
         "lookup-self" | "renew-self" | "revoke-self" | "create" | "create-orphan" | "lookup"
-        | "lookup-accessor" | "renew" | "revoke" | "revoke-accessor" => {
-            Err(VErr::unsupported_op())
-        }
+        | "lookup-accessor" | "renew" | "revoke" | "revoke-accessor" => Err(VErr::unsupported_op()),
         _ => Err(VErr::unsupported_path()),
     }
 }

@@ -1,8 +1,8 @@
 //! Small helpers shared by the stand-in modules: Vault-style durations, RFC 3339
 //! time stamps, random identifiers and request-body field access.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -169,33 +169,28 @@ pub(crate) fn parse_duration_str(s: &str) -> Option<i64> {
 /// so unknown parameters can be reported the way Vault does.
 pub(crate) struct Body {
     map: Map<String, Value>,
-    used: RefCell<BTreeSet<String>>,
+    used: Mutex<BTreeSet<String>>,
 }
 
 impl Body {
     pub(crate) fn new(map: Map<String, Value>) -> Self {
         Self {
             map,
-            used: RefCell::new(BTreeSet::new()),
+            used: Mutex::new(BTreeSet::new()),
         }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Value> {
-        self.used.borrow_mut().insert(key.to_string());
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
         self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Keys present in the body that no handler looked at (sorted).
     pub(crate) fn unused(&self) -> Vec<String> {
-        let used = self.used.borrow();
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         self.map
             .keys()
             .filter(|k| !used.contains(*k))
@@ -289,8 +284,18 @@ pub(crate) fn to_list(v: &Value) -> Option<Vec<String>> {
     }
 }
 
+/// A JSON array of strings kept verbatim (statements may contain commas).
+pub(crate) fn to_list_raw(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
 fn field_err(key: &str, what: &str) -> VErr {
-    VErr::bad(format!("error converting input for field \"{key}\": {what}"))
+    VErr::bad(format!(
+        "error converting input for field \"{key}\": {what}"
+    ))
 }
 
 /// Glob match supporting `*` anywhere (used for `allowed_roles` and k8s bound names).
