@@ -4,3 +4,4 @@
 //! Nothing here is part of the product binary.
 
 pub mod mariadb;
+pub mod vault;
