@@ -28,9 +28,7 @@ pub struct MariaDb {
 
 impl std::fmt::Debug for MariaDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MariaDb")
-            .field("port", &self.port)
-            .finish()
+        f.debug_struct("MariaDb").field("port", &self.port).finish()
     }
 }
 
@@ -80,7 +78,9 @@ impl MariaDb {
 
     /// Starts a new private server (its own data directory and port).
     pub fn start() -> Result<MariaDb> {
-        let tmp = tempfile::Builder::new().prefix("sqlease-mariadb-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("sqlease-mariadb-")
+            .tempdir()?;
         let dir = tmp.path().to_path_buf();
         let install = find_binary("mariadb-install-db")?;
         std::fs::create_dir_all(dir.join("data"))?;
@@ -105,8 +105,10 @@ impl MariaDb {
             dir.join("init.sql"),
             format!(
                 "CREATE USER IF NOT EXISTS '{u}'@'127.0.0.1' IDENTIFIED BY '{p}';\n\
+                 ALTER USER '{u}'@'127.0.0.1' IDENTIFIED BY '{p}';\n\
                  GRANT ALL PRIVILEGES ON *.* TO '{u}'@'127.0.0.1' WITH GRANT OPTION;\n\
                  CREATE USER IF NOT EXISTS '{u}'@'%' IDENTIFIED BY '{p}';\n\
+                 ALTER USER '{u}'@'%' IDENTIFIED BY '{p}';\n\
                  GRANT ALL PRIVILEGES ON *.* TO '{u}'@'%' WITH GRANT OPTION;\n\
                  ALTER USER '{u}'@'localhost' IDENTIFIED BY '{p}';\n",
                 u = ADMIN_USER,
@@ -275,7 +277,10 @@ impl MariaDb {
             .args(["-e", sql])
             .output()?;
         if !out.status.success() {
-            bail!("mariadb CLI failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "mariadb CLI failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
