@@ -190,9 +190,12 @@ impl CredentialHandle {
     /// A fixed user and password: one generation forever.
     pub fn fixed(name: &str, username: &str, password: SecretString) -> CredentialHandle {
         let (h, p) = CredentialHandle::channel(name);
-        let _ = p
-            .tx
-            .send(Some(Generation::new(1, username.to_string(), password, None)));
+        let _ = p.tx.send(Some(Generation::new(
+            1,
+            username.to_string(),
+            password,
+            None,
+        )));
         // The publisher must outlive the handle's receivers: leak its halves
         // into a task that keeps them and ignores events.
         tokio::spawn(async move {

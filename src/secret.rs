@@ -113,12 +113,11 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let s: SecretSource = toml::from_str::<std::collections::BTreeMap<String, SecretSource>>(
-            "p = \"hunter2\"",
-        )
-        .unwrap()
-        .remove("p")
-        .unwrap();
+        let s: SecretSource =
+            toml::from_str::<std::collections::BTreeMap<String, SecretSource>>("p = \"hunter2\"")
+                .unwrap()
+                .remove("p")
+                .unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert_eq!(s.resolve().unwrap().expose_secret(), "hunter2");

@@ -85,7 +85,10 @@ pub struct ListenerConfig {
     #[serde(default = "default_handshake_timeout", with = "humantime_serde_compat")]
     pub handshake_timeout: Duration,
     /// Base delay before answering a failed login, e.g. "200ms".
-    #[serde(default = "default_auth_failure_delay", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_auth_failure_delay",
+        with = "humantime_serde_compat"
+    )]
     pub auth_failure_delay: Duration,
     /// Authentication plugin announced in the greeting.
     #[serde(default)]

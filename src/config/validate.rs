@@ -130,7 +130,10 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             }
         }
         if l.tls.mode != ClientTlsMode::Disabled {
-            for (k, v) in [("cert_file", &l.tls.cert_file), ("key_file", &l.tls.key_file)] {
+            for (k, v) in [
+                ("cert_file", &l.tls.cert_file),
+                ("key_file", &l.tls.key_file),
+            ] {
                 match v {
                     None => problems.push(Problem::new(
                         &format!("{p}.tls.{k}"),
@@ -160,10 +163,7 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
         if crate::net::UpstreamAddr::parse(&u.address).is_none() {
             problems.push(Problem::new(
                 &format!("{p}.upstream.address"),
-                format!(
-                    "{:?} is not host:port or unix:/path",
-                    u.address
-                ),
+                format!("{:?} is not host:port or unix:/path", u.address),
             ));
         }
         if !cfg.credentials.contains_key(&u.credentials) {
@@ -265,9 +265,12 @@ fn validate_vault(v: &super::VaultConfig, problems: &mut Vec<Problem>) {
             "vault.address",
             "not set: set vault.address or VAULT_ADDR",
         )),
-        Some(a) if !(a.starts_with("http://") || a.starts_with("https://")) => problems.push(
-            Problem::new("vault.address", format!("{a:?} must start with http:// or https://")),
-        ),
+        Some(a) if !(a.starts_with("http://") || a.starts_with("https://")) => {
+            problems.push(Problem::new(
+                "vault.address",
+                format!("{a:?} must start with http:// or https://"),
+            ))
+        }
         _ => {}
     }
     match &v.auth {

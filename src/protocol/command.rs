@@ -41,12 +41,23 @@ pub enum Command<'a> {
     Ping,
     ChangeUser,
     StmtPrepare(&'a [u8]),
-    StmtExecute { stmt_id: u32, flags: u8 },
-    StmtSendLongData { stmt_id: u32 },
-    StmtClose { stmt_id: u32 },
-    StmtReset { stmt_id: u32 },
+    StmtExecute {
+        stmt_id: u32,
+        flags: u8,
+    },
+    StmtSendLongData {
+        stmt_id: u32,
+    },
+    StmtClose {
+        stmt_id: u32,
+    },
+    StmtReset {
+        stmt_id: u32,
+    },
     SetOption(u16),
-    StmtFetch { stmt_id: u32 },
+    StmtFetch {
+        stmt_id: u32,
+    },
     ResetConnection,
     /// Replication stream commands: not relayed (the response never ends).
     Replication(u8),

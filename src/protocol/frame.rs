@@ -164,7 +164,9 @@ mod tests {
         assert_eq!(seq, 2);
         assert_eq!(out.len(), 2 * HEADER_LEN + MAX_PAYLOAD);
         assert_eq!(&out[out.len() - 4..], &[0, 0, 0, 1]);
-        let l = take_logical(&mut out, Some(0), usize::MAX).unwrap().unwrap();
+        let l = take_logical(&mut out, Some(0), usize::MAX)
+            .unwrap()
+            .unwrap();
         assert_eq!(l.payload.len(), MAX_PAYLOAD);
         assert_eq!(l.next_seq, 2);
         assert!(out.is_empty());

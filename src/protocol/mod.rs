@@ -25,7 +25,10 @@ pub fn read_lenenc(buf: &[u8]) -> Option<(u64, usize)> {
         }
         0xFD => {
             let b = buf.get(1..4)?;
-            Some((u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16, 4))
+            Some((
+                u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16,
+                4,
+            ))
         }
         0xFE => {
             let b: [u8; 8] = buf.get(1..9)?.try_into().ok()?;

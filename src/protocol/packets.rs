@@ -70,7 +70,11 @@ pub fn encode_ok(ok: &OkPacket<'_>, session_track: bool) -> Vec<u8> {
     out.push(ok.header);
     put_lenenc(&mut out, ok.affected_rows);
     put_lenenc(&mut out, ok.last_insert_id);
-    let state = if session_track { ok.session_state } else { None };
+    let state = if session_track {
+        ok.session_state
+    } else {
+        None
+    };
     out.extend_from_slice(&ok.status.to_le_bytes());
     out.extend_from_slice(&ok.warnings.to_le_bytes());
     if let Some(ss) = state {

@@ -38,11 +38,18 @@ pub enum Expect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketKind {
     /// OK packet (0x00) ending a response or a statement.
-    Ok { status: u16 },
+    Ok {
+        status: u16,
+    },
     /// Result-set terminator: classic EOF or DEPRECATE_EOF OK (0xFE).
-    Terminator { status: u16, ok: bool },
+    Terminator {
+        status: u16,
+        ok: bool,
+    },
     /// EOF after column definitions (classic protocol only).
-    MetaEof { status: u16 },
+    MetaEof {
+        status: u16,
+    },
     Err,
     ColumnCount(u64),
     ColumnDef,
@@ -199,11 +206,7 @@ impl ResponseMachine {
         }
         self.continuation = len == MAX_PAYLOAD;
         let first = payload.first().copied().unwrap_or(0);
-        let unexpected = |state: &'static str| ResponseError {
-            state,
-            first,
-            len,
-        };
+        let unexpected = |state: &'static str| ResponseError { state, first, len };
         match self.state {
             State::Done => Err(unexpected("done")),
             State::Single => {
@@ -426,7 +429,10 @@ mod tests {
         assert_eq!(feed(&mut m, &[0x01, b'x']).kind, PacketKind::Row);
         let e = feed(&mut m, &[0xFE, 0, 0, 0x0A, 0, 0, 0]);
         assert!(!e.done);
-        let e = feed(&mut m, &[0xFF, 0x28, 0x04, b'#', b'4', b'2', b'0', b'0', b'0']);
+        let e = feed(
+            &mut m,
+            &[0xFF, 0x28, 0x04, b'#', b'4', b'2', b'0', b'0', b'0'],
+        );
         assert!(e.done);
     }
 

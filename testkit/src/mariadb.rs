@@ -146,6 +146,8 @@ impl MariaDb {
             .arg("--innodb-flush-log-at-trx-commit=2")
             .arg("--local-infile=1")
             .arg("--thread-cache-size=64")
+            .arg("--character-set-server=utf8mb4")
+            .arg("--collation-server=utf8mb4_general_ci")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -1,0 +1,91 @@
+//! Starting and stopping a whole sqlease process (also used in-process by
+//! the tests): credential sources, the upstream probe, listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::credentials::CredentialHandle;
+use crate::server::{self, Shared};
+
+/// A running proxy.
+pub struct Running {
+    /// (listener name, bound TCP address).
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub shared: Arc<Shared>,
+    pub sources: Vec<CredentialHandle>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of a listener.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, closes sessions, waits up to `drain` for them.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + drain;
+        while tokio::time::Instant::now() < deadline && !self.shared.registry.all().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts everything the configuration describes.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = server::new_shared(&cfg, shutdown_rx);
+    let mut sources = std::collections::BTreeMap::new();
+    for (name, c) in &cfg.credentials {
+        let handle = match server::static_source(name, c).map_err(anyhow::Error::msg)? {
+            Some(h) => h,
+            None => anyhow::bail!(
+                "credentials.{name}: Vault sources are wired in by the lease manager (pending)"
+            ),
+        };
+        sources.insert(name.clone(), handle);
+    }
+    let mut listeners = Vec::new();
+    let mut tasks = Vec::new();
+    for l in &cfg.listeners {
+        let creds = sources
+            .get(&l.upstream.credentials)
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!("unknown credential source {}", l.upstream.credentials)
+            })?;
+        let target = server::upstream_target(l).map_err(anyhow::Error::msg)?;
+        let info = server::probe_upstream(&target, &l.name).await;
+        let bound = server::bind(l, creds, info)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let addr = bound.local_addr();
+        info!(listener = %l.name, %addr, upstream = %l.upstream.address, "listening");
+        listeners.push((l.name.clone(), addr));
+        tasks.push(tokio::spawn(server::serve(bound, Arc::clone(&shared))));
+    }
+    if listeners.is_empty() {
+        warn!("no listener configured");
+    }
+    Ok(Running {
+        listeners,
+        shared,
+        sources: sources.into_values().collect(),
+        shutdown_tx,
+        tasks,
+    })
+}

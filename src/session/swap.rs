@@ -1,0 +1,249 @@
+//! Moving a session to an upstream connection of a newer generation:
+//! pre-warm in the background (bounded), swap at a safe point, replay the
+//! state, re-prepare statements, close the old connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{Next, Session};
+use crate::backend::{self, BackendError};
+use crate::net::PacketConn;
+use crate::protocol::command::com;
+use crate::protocol::packets::{codes, parse_err, MysqlError};
+use crate::protocol::response::{Expect, PacketKind, ResponseMachine};
+
+/// Largest response packet read during replay.
+const MAX_REPLAY_PACKET: usize = 1 << 24;
+
+impl Session {
+    /// Starts pre-warming a connection with the latest generation if needed.
+    pub(super) fn maybe_prewarm(&mut self) {
+        if self.prewarm.is_some() {
+            return;
+        }
+        if let Some(t) = self.prewarm_retry_at {
+            if tokio::time::Instant::now() < t {
+                return;
+            }
+        }
+        let Some(latest) = self.gen_rx.borrow_and_update().clone() else {
+            return;
+        };
+        let Some(current) = self.current_generation() else {
+            return;
+        };
+        if current.id == latest.id || latest.expired(Instant::now()) {
+            return;
+        }
+        if let Some(n) = &self.next {
+            if n.up.generation().id == latest.id {
+                return;
+            }
+            self.next = None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let ctx = Arc::clone(&self.ctx);
+        let params = self.params(true);
+        let version = self.state.version;
+        let schema = self.state.schema.clone();
+        tokio::spawn(async move {
+            let _permit = shared.prewarm.acquire().await;
+            let r = backend::connect(&ctx.target, &latest, &params).await;
+            if let Err(e) = &r {
+                if e.is_auth_rejected() {
+                    ctx.credentials
+                        .report(crate::credentials::SourceEvent::AuthRejected {
+                            generation: latest.id,
+                        });
+                }
+            }
+            let _ = tx.send(r.map(|up| Next {
+                up,
+                version,
+                schema,
+            }));
+        });
+        self.prewarm = Some(rx);
+    }
+
+    /// Swaps to the pre-warmed connection if the session is at a safe point.
+    pub(super) async fn maybe_swap(&mut self) {
+        if self.next.is_none() || self.up.is_none() {
+            return;
+        }
+        if let Err(reason) = self.state.safe_to_swap() {
+            *self.info.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.as_str());
+            if self.last_pin_logged != Some(reason) {
+                info!(reason = reason.as_str(), "session pinned to its upstream connection; it moves to the new credentials when clear");
+                self.last_pin_logged = Some(reason);
+            }
+            return;
+        }
+        *self.info.pinned.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.last_pin_logged = None;
+        let Some(next) = self.next.take() else { return };
+        let t0 = Instant::now();
+        let Some(old) = self.up.replace(next.up) else {
+            return;
+        };
+        let result = match sync_state(self, next.version, next.schema).await {
+            Ok(()) => reprepare_all(self).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "replaying the session state on the new connection failed; staying on the old one");
+            self.shared
+                .metrics
+                .swaps_failed_total
+                .fetch_add(1, Ordering::Relaxed);
+            self.up = Some(old);
+            self.prewarm_retry_at =
+                Some(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+            return;
+        }
+        let pause = t0.elapsed();
+        let mut old = old;
+        let old_gen = old.generation().id;
+        let old_thread = old.thread_id;
+        // Close the old connection (COM_QUIT) without waiting for it.
+        tokio::spawn(async move {
+            let _ = old.conn.write_packet(0, &[com::QUIT]).await;
+            old.conn.shutdown().await;
+            drop(old);
+        });
+        self.shared
+            .metrics
+            .swaps_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.swap_pause.observe(pause);
+        self.publish_upstream();
+        if let Some(u) = &self.up {
+            info!(
+                from_generation = old_gen,
+                to_generation = u.generation().id,
+                old_thread,
+                new_thread = u.thread_id,
+                user = %u.generation().username,
+                pause_us = pause.as_micros() as u64,
+                "session moved to new credentials"
+            );
+        }
+    }
+}
+
+fn lost(e: impl std::fmt::Display) -> MysqlError {
+    MysqlError::new(
+        codes::CR_SERVER_LOST,
+        "HY000",
+        format!("Lost connection to MySQL server during query (sqlease: {e})"),
+    )
+}
+
+fn backend_err(e: BackendError) -> MysqlError {
+    match e {
+        BackendError::Server(e) => e,
+        other => lost(other),
+    }
+}
+
+/// Brings a connection opened with state version `version` up to date.
+pub(super) async fn sync_state(
+    s: &mut Session,
+    version: u64,
+    schema: Option<Vec<u8>>,
+) -> Result<(), MysqlError> {
+    if s.state.version == version {
+        return Ok(());
+    }
+    let assignments = s.state.replay_assignments();
+    let want_schema = s.state.schema.clone();
+    let Some(up) = s.up.as_mut() else {
+        return Err(lost("no upstream connection"));
+    };
+    if !assignments.is_empty() {
+        let sql = format!("SET SESSION {}", assignments.join(", "));
+        backend::simple_query(&mut up.conn, up.caps, sql.as_bytes())
+            .await
+            .map_err(backend_err)?;
+    }
+    if want_schema != schema {
+        if let Some(db) = want_schema {
+            let mut p = vec![com::INIT_DB];
+            p.extend_from_slice(&db);
+            backend::run_simple(&mut up.conn, up.caps, &p)
+                .await
+                .map_err(backend_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one whole response, returning the kind of its first packet.
+async fn read_response(
+    conn: &mut PacketConn,
+    expect: Expect,
+    deprecate_eof: bool,
+) -> Result<(PacketKind, Option<MysqlError>), MysqlError> {
+    let mut m = ResponseMachine::new(expect, deprecate_eof);
+    let mut first = None;
+    let mut err = None;
+    while !m.is_done() {
+        let l = conn
+            .read_logical(None, MAX_REPLAY_PACKET)
+            .await
+            .map_err(lost)?;
+        let ev = m.on_packet(l.payload.len(), &l.payload).map_err(lost)?;
+        if ev.kind == PacketKind::Err {
+            err = parse_err(&l.payload);
+        }
+        first.get_or_insert(ev.kind);
+    }
+    Ok((first.unwrap_or(PacketKind::Other), err))
+}
+
+/// Re-prepares every statement of the session on the current upstream
+/// connection (all requests written first, then all responses read: one
+/// round trip) and remaps their ids.
+pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
+    if s.state.stmts.is_empty() {
+        return Ok(());
+    }
+    let deprecate_eof = s.caps().deprecate_eof();
+    let Some(up) = s.up.as_mut() else {
+        return Err(lost("no upstream connection"));
+    };
+    let mut ids: Vec<u32> = s.state.stmts.keys().copied().collect();
+    ids.sort_unstable();
+    let mut batch = bytes::BytesMut::new();
+    for id in &ids {
+        let st = &s.state.stmts[id];
+        let mut p = Vec::with_capacity(1 + st.sql.len());
+        p.push(com::STMT_PREPARE);
+        p.extend_from_slice(&st.sql);
+        let mut seq = 0;
+        crate::protocol::frame::put_packet(&mut batch, &mut seq, &p);
+    }
+    up.conn.write_raw(&batch).await.map_err(lost)?;
+    for id in &ids {
+        let (kind, err) = read_response(&mut up.conn, Expect::Prepare, deprecate_eof).await?;
+        let Some(st) = s.state.stmts.get_mut(id) else {
+            continue;
+        };
+        match kind {
+            PacketKind::PrepareOk { stmt_id, .. } => {
+                st.upstream_id = stmt_id;
+                st.needs_types = st.params > 0;
+            }
+            _ => {
+                warn!(client_stmt = id, error = ?err, "re-preparing a statement failed; its next execute will report the error");
+                st.upstream_id = u32::MAX;
+            }
+        }
+    }
+    Ok(())
+}
