@@ -260,7 +260,7 @@ fn parse_hcl(text: &str) -> Result<Vec<Rule>, String> {
 }
 
 /// How specific a matching pattern is (higher wins), or `None` if it does not match.
-fn match_rank(pattern: &str, path: &str) -> Option<(u8, usize, usize)> {
+fn match_rank(pattern: &str, path: &str) -> Option<Rank> {
     let (pat, glob) = match pattern.strip_suffix('*') {
         Some(p) => (p, true),
         None => (pattern, false),
@@ -292,11 +292,14 @@ fn match_rank(pattern: &str, path: &str) -> Option<(u8, usize, usize)> {
 }
 
 /// Capabilities granted on `path` by the given policies (most specific pattern wins).
+/// (exact?, literal prefix length, fewer `+` wildcards): higher is more specific.
+type Rank = (u8, usize, usize);
+
 pub(crate) fn capabilities<'a>(
     policies: impl Iterator<Item = &'a Policy>,
     path: &str,
 ) -> Vec<String> {
-    let mut best: Option<((u8, usize, usize), String, Vec<String>)> = None;
+    let mut best: Option<(Rank, String, Vec<String>)> = None;
     for p in policies {
         for r in &p.rules {
             if let Some(rank) = match_rank(&r.pattern, path) {

@@ -336,7 +336,7 @@ async fn creds(inner: &Inner, r: &Req, c: &Caller, mount: &str, role_name: &str)
         last_renewal: None,
         token: c.token.id.clone(),
         batch_cap: (c.token.ttype == TokenType::Batch)
-            .then(|| c.token.expire)
+            .then_some(c.token.expire)
             .flatten(),
         db_name: role.db_name.clone(),
         username: username.clone(),
