@@ -315,7 +315,7 @@ pub(crate) async fn reap(inner: &Arc<Inner>) {
     for (m, name) in rotations {
         let inner = inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = database::rotate_static(&inner, &m, &name).await {
+            if let Err(e) = super::database_static::rotate_static(&inner, &m, &name).await {
                 tracing::warn!(target: "vault_standin", role = %name, error = ?e.errors, "static rotation failed");
             }
         });

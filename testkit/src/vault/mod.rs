@@ -13,6 +13,7 @@ mod acl;
 mod approle;
 mod client;
 mod database;
+mod database_static;
 mod http;
 mod kubernetes;
 mod leases;
