@@ -25,7 +25,11 @@ enum Cmd {
     /// Run the proxy (the default).
     Run,
     /// Validate a configuration file and print every problem found.
-    CheckConfig,
+    CheckConfig {
+        /// Also read every secret given as { env = .. } or { file = .. }.
+        #[arg(long)]
+        resolve_secrets: bool,
+    },
     /// Read a password on stdin and print the password_hash to put in the config.
     HashPassword,
 }
@@ -34,12 +38,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::HashPassword => hash_password(),
-        Cmd::CheckConfig => {
+        Cmd::CheckConfig { resolve_secrets } => {
             let Some(path) = cli.config else {
                 eprintln!("error: --config FILE is required");
                 return ExitCode::from(2);
             };
-            match Config::load(&path) {
+            match Config::load_with(&path, resolve_secrets) {
                 Ok(_) => {
                     println!("{}: OK", path.display());
                     ExitCode::SUCCESS

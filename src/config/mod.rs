@@ -451,20 +451,32 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file, resolving every
+    /// secret (env vars and files must be present).
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, true)
+    }
+
+    /// As [`load`](Self::load); with `resolve_secrets = false` secrets that
+    /// come from env vars or files are not read (for `check-config` in CI).
+    pub fn load_with(path: &Path, resolve_secrets: bool) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             path: path.to_path_buf(),
             problems: vec![Problem::new("", format!("cannot read the file: {e}"))],
         })?;
-        Config::from_toml(&text).map_err(|problems| ConfigErrors {
+        Config::from_toml_with(&text, resolve_secrets).map_err(|problems| ConfigErrors {
             path: path.to_path_buf(),
             problems,
         })
     }
 
-    /// Parses and validates configuration text.
+    /// Parses and validates configuration text (resolving secrets).
     pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
+        Config::from_toml_with(text, true)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml_with(text: &str, resolve_secrets: bool) -> Result<Config, Vec<Problem>> {
         let mut unknown = Vec::new();
         let de = toml::Deserializer::parse(text).map_err(|e| vec![Problem::from_toml(&e, text)])?;
         let cfg: Config = serde_ignored::deserialize(de, |path| {
@@ -475,7 +487,7 @@ impl Config {
         })
         .map_err(|e| vec![Problem::from_toml(&e, text)])?;
         let mut problems = unknown;
-        validate::validate(&cfg, &mut problems);
+        validate::validate(&cfg, resolve_secrets, &mut problems);
         if problems.is_empty() {
             Ok(cfg)
         } else {

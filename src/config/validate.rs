@@ -50,13 +50,16 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn check_secret(key: &str, s: &SecretSource, problems: &mut Vec<Problem>) {
+fn check_secret(key: &str, s: &SecretSource, resolve: bool, problems: &mut Vec<Problem>) {
+    if !resolve && !matches!(s, SecretSource::Inline(_)) {
+        return;
+    }
     if let Err(e) = s.resolve() {
         problems.push(Problem::new(key, e.to_string()));
     }
 }
 
-pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
+pub(super) fn validate(cfg: &Config, resolve: bool, problems: &mut Vec<Problem>) {
     if cfg.listeners.is_empty() {
         problems.push(Problem::new(
             "listener",
@@ -118,7 +121,7 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
                     &up,
                     "set password (inline, { env = .. } or { file = .. }) or password_hash (from `sqlease hash-password`)",
                 )),
-                (Some(s), None) => check_secret(&format!("{up}.password"), s, problems),
+                (Some(s), None) => check_secret(&format!("{up}.password"), s, resolve, problems),
                 (None, Some(h)) => {
                     if PasswordVerifier::parse(h).is_none() {
                         problems.push(Problem::new(
@@ -198,7 +201,7 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
                 if username.is_empty() {
                     problems.push(Problem::new(&format!("{p}.username"), "must not be empty"));
                 }
-                check_secret(&format!("{p}.password"), password, problems);
+                check_secret(&format!("{p}.password"), password, resolve, problems);
             }
             CredentialConfig::Vault { role, mount, .. } => {
                 needs_vault = true;
@@ -219,7 +222,7 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             "vault",
             "a credential source has type = \"vault\" but there is no [vault] section",
         )),
-        (Some(v), _) => validate_vault(v, problems),
+        (Some(v), _) => validate_vault(v, resolve, problems),
         _ => {}
     }
     if cfg.rotation.prewarm_concurrency == 0 {
@@ -244,7 +247,7 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
             )),
         }
         if let Some(t) = &a.token {
-            check_secret("admin.token", t, problems);
+            check_secret("admin.token", t, resolve, problems);
         }
     }
     if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
@@ -255,12 +258,13 @@ pub(super) fn validate(cfg: &Config, problems: &mut Vec<Problem>) {
     }
 }
 
-fn validate_vault(v: &super::VaultConfig, problems: &mut Vec<Problem>) {
+fn validate_vault(v: &super::VaultConfig, resolve: bool, problems: &mut Vec<Problem>) {
     let addr = v
         .address
         .clone()
         .or_else(|| std::env::var("VAULT_ADDR").ok());
     match addr {
+        None if !resolve => {}
         None => problems.push(Problem::new(
             "vault.address",
             "not set: set vault.address or VAULT_ADDR",
@@ -272,6 +276,9 @@ fn validate_vault(v: &super::VaultConfig, problems: &mut Vec<Problem>) {
             ))
         }
         _ => {}
+    }
+    if !resolve {
+        return;
     }
     match &v.auth {
         VaultAuthConfig::Approle {

@@ -214,12 +214,14 @@ fn inspect(
             }
             let view = &hooks.state.client_view;
             let kept: Vec<_> = entries.iter().copied().filter(|e| view.wants(e)).collect();
-            if caps.client_session_track() && kept.len() == entries.len() {
+            if caps.client_session_track() && !kept.is_empty() && kept.len() == entries.len() {
                 return None;
             }
             let block = tracker::encode(&kept);
             let mut new = ok.clone();
-            if kept.is_empty() {
+            // MariaDB sets SESSION_STATE_CHANGED only for clients that track
+            // sessions, and only when something they track changed.
+            if kept.is_empty() || !caps.client_session_track() {
                 new.status &= !status::SESSION_STATE_CHANGED;
                 new.session_state = None;
             } else {
@@ -236,6 +238,10 @@ fn inspect(
         }
         PacketKind::Err => {
             out.error = true;
+            if hooks.prepare_sql.take().is_some() {
+                // A failed prepare consumes an id on the server too.
+                hooks.state.allocate_stmt_id();
+            }
             None
         }
         PacketKind::PrepareOk {
@@ -244,17 +250,10 @@ fn inspect(
             params,
         } => {
             let sql = hooks.prepare_sql.take()?;
-            let client_id = if hooks.state.stmts.contains_key(&stmt_id)
-                || hooks.state.stmts.values().any(|s| s.upstream_id == stmt_id)
-            {
-                // After a swap, upstream ids can collide with ids the client holds.
-                (1..=u32::MAX)
-                    .rev()
-                    .find(|id| !hooks.state.stmts.contains_key(id))
-                    .unwrap_or(stmt_id)
-            } else {
-                stmt_id
-            };
+            // Client-visible ids are numbered by the proxy, per session, as a
+            // server numbers them per connection: they never change when the
+            // session moves to another upstream connection.
+            let client_id = hooks.state.allocate_stmt_id();
             hooks.state.stmts.insert(
                 client_id,
                 Stmt {

@@ -97,6 +97,7 @@ pub struct SessionState {
     handler: bool,
     xa: bool,
     transient: u8,
+    next_stmt_id: u32,
     /// Bumped on every change to replayable state.
     pub version: u64,
 }
@@ -118,6 +119,7 @@ impl SessionState {
             handler: false,
             xa: false,
             transient: 0,
+            next_stmt_id: 1,
             version: 0,
         }
     }
@@ -205,6 +207,17 @@ impl SessionState {
                 // Lives through the statement itself and the next one.
                 Effect::Transient => self.transient = 2,
                 Effect::Kill { .. } => {}
+            }
+        }
+    }
+
+    /// The client-visible id for a newly prepared statement.
+    pub fn allocate_stmt_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_stmt_id;
+            self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+            if !self.stmts.contains_key(&id) {
+                return id;
             }
         }
     }
