@@ -30,6 +30,16 @@ fn provision(ttl: &str, max: &str, token_ttl: &str, token_max: &str) -> MysqlPro
 }
 
 async fn standin(p: &MysqlProvision) -> (VaultStandin, Provisioned) {
+    // The test kit's provisioning client builds a default reqwest client;
+    // with reqwest's `rustls-no-provider` feature unified in by sqlease it
+    // needs a process-wide provider (sqlease itself passes ring explicitly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if std::env::var_os("SQLEASE_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("sqlease=debug")
+            .with_test_writer()
+            .try_init();
+    }
     let v = VaultStandin::start(StandinOptions::default()).expect("start the Vault stand-in");
     let creds = v.provision_mysql(p).await.expect("provision the stand-in");
     (v, creds)
