@@ -347,7 +347,8 @@ pub async fn handshake(
         .users
         .iter()
         .find(|u| u.name.as_bytes() == resp.user.as_slice());
-    let (ok, next) = authenticate(&mut conn, seq, &scramble, &resp, user, tls).await?;
+    let (ok, next) =
+        authenticate_with(&mut conn, seq, &scramble, &resp, user, tls, Some(plugin)).await?;
     seq = next;
     if !ok {
         let host = host_of(peer);
@@ -385,11 +386,31 @@ async fn refuse(conn: &mut PacketConn, seq: u8, e: MysqlError) -> FrontendError 
 /// Returns whether they are valid and the next sequence id.
 pub async fn authenticate(
     conn: &mut PacketConn,
+    seq: u8,
+    scramble: &[u8; 20],
+    resp: &HandshakeResponse,
+    user: Option<&LocalUser>,
+    tls: bool,
+) -> Result<(bool, u8), FrontendError> {
+    authenticate_with(conn, seq, scramble, resp, user, tls, None).await
+}
+
+/// As [`authenticate`], knowing which plugin the greeting announced.
+///
+/// A client whose own plugin differs from the announced one may send an
+/// *empty* response: libmariadb (the `mariadb` CLI with `--default-auth`)
+/// drops data computed for another plugin and waits for an
+/// AuthSwitchRequest carrying a scramble for its own plugin, as MySQL and
+/// MariaDB send. An empty response for the announced plugin itself is an
+/// empty password, never valid for a local user.
+pub async fn authenticate_with(
+    conn: &mut PacketConn,
     mut seq: u8,
     scramble: &[u8; 20],
     resp: &HandshakeResponse,
     user: Option<&LocalUser>,
     tls: bool,
+    announced: Option<&[u8]>,
 ) -> Result<(bool, u8), FrontendError> {
     let plugin = resp.plugin.as_deref().unwrap_or(NATIVE);
     let data = &resp.auth_response;
@@ -418,7 +439,10 @@ pub async fn authenticate(
         }
         return Ok((false, seq));
     }
-    if data.is_empty() && (plugin == NATIVE || plugin == SHA2) {
+    if data.is_empty()
+        && (plugin == NATIVE || plugin == SHA2)
+        && announced.is_none_or(|a| a == plugin)
+    {
         // An empty password: never valid for a local user.
         return Ok((false, seq));
     }

@@ -97,7 +97,7 @@ fn after_auth(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let ok = p
         .iter()
         .skip(1)
-        .position(|(_, pl)| pl.get(0) == Some(&0x00))
+        .position(|(_, pl)| pl.as_slice().starts_with(&[0x00]))
         .expect("authentication OK");
     p[ok + 2..].to_vec()
 }

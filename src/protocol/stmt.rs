@@ -40,7 +40,7 @@ pub fn exec_layout(payload: &[u8], params: u16) -> Option<ExecLayout> {
     if params == 0 {
         return None;
     }
-    let bitmap = (usize::from(params) + 7) / 8;
+    let bitmap = usize::from(params).div_ceil(8);
     let bound_flag = EXEC_FIXED + bitmap;
     let bound = *payload.get(bound_flag)? == 1;
     let types = if bound {
@@ -90,7 +90,7 @@ mod tests {
         p.extend_from_slice(&id.to_le_bytes());
         p.push(0);
         p.extend_from_slice(&1u32.to_le_bytes());
-        p.extend(std::iter::repeat_n(0, (usize::from(params) + 7) / 8));
+        p.extend(std::iter::repeat_n(0, usize::from(params).div_ceil(8)));
         p.push(u8::from(bound));
         if bound {
             for _ in 0..params {

@@ -134,10 +134,8 @@ fn classify_one(stmt: &str, out: &mut Vec<Effect>) {
     let Some(&first) = w.first() else { return };
     let at = |i: usize| w.get(i).copied().unwrap_or("");
     match first {
-        "create" => {
-            if w.iter().take(4).any(|x| *x == "temporary") {
-                out.push(Effect::TempTableCreated);
-            }
+        "create" if w.iter().take(4).any(|x| *x == "temporary") => {
+            out.push(Effect::TempTableCreated);
         }
         "drop" if at(1) == "temporary" => {
             let names = stmt.split(',').count() as u32;
@@ -182,13 +180,10 @@ fn classify_one(stmt: &str, out: &mut Vec<Effect>) {
         "set" if at(1) == "transaction" => out.push(Effect::Transient),
         _ => {}
     }
-    if (first == "set" || first == "select" || first == "call" || first == "execute")
-        && (has_user_var(stmt)
-            && (first != "select" || stmt.contains(":=") || stmt.contains("into")))
-        && !(first == "execute" && !stmt.contains(":="))
-    {
-        out.push(Effect::UserVariable);
-    } else if stmt.contains(":=") {
+    let assigns = stmt.contains(":=")
+        || (matches!(first, "set" | "call") && has_user_var(stmt))
+        || (first == "select" && stmt.contains("into") && has_user_var(stmt));
+    if assigns {
         out.push(Effect::UserVariable);
     }
     if stmt.contains("get_lock") {

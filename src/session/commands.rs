@@ -250,17 +250,19 @@ impl Session {
             prepare_sql,
             stmt,
         };
-        match relay::relay_response(
+        let mut out = relay::Outcome::default();
+        let result = relay::relay_response(
             &mut self.client,
             &mut up.conn,
             caps,
             expect,
             &mut hooks,
             max,
+            &mut out,
         )
-        .await
-        {
-            Ok(out) => {
+        .await;
+        match result {
+            Ok(()) => {
                 self.shared
                     .metrics
                     .bytes_to_client_total
@@ -272,8 +274,7 @@ impl Session {
                 Ok(true)
             }
             Err(e) => {
-                let started =
-                    matches!(e, RelayError::Upstream(_) | RelayError::UpstreamClosed) && false;
+                let started = out.started;
                 self.relay_failed(e, started, reply_seq).await
             }
         }

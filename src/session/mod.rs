@@ -344,10 +344,10 @@ impl Session {
             .fetch_add(1, Ordering::Relaxed);
         let v = self.state.version;
         let schema = self.state.schema.clone();
-        swap::reprepare_all(self).await.map_err(|e| {
+        if let Err(e) = swap::reprepare_all(self).await {
             self.up = None;
-            e
-        })?;
+            return Err(e);
+        }
         let _ = (v, schema);
         self.publish_upstream();
         info!(

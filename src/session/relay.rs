@@ -96,11 +96,11 @@ pub async fn relay_response(
     expect: Expect,
     hooks: &mut Hooks<'_>,
     max_packet: usize,
-) -> Result<Outcome, RelayError> {
+    out: &mut Outcome,
+) -> Result<(), RelayError> {
     let mut m = ResponseMachine::new(expect, caps.deprecate_eof());
-    let mut out = Outcome::default();
     if m.is_done() {
-        return Ok(out);
+        return Ok(());
     }
     let mut passthrough = 0usize;
     loop {
@@ -133,22 +133,22 @@ pub async fn relay_response(
                 let ev = m
                     .on_packet(h.len, payload)
                     .map_err(|e| RelayError::Protocol(e.to_string()))?;
-                let rewrite = inspect(ev.kind, payload, caps, hooks, &mut out);
+                let rewrite = inspect(ev.kind, payload, caps, hooks, out);
                 if let Some(new_payload) = rewrite {
                     // Flush what precedes, then the rewritten packet.
                     let head = up.rbuf.split_to(verbatim + HEADER_LEN + h.len);
-                    write_client(client, &head[..verbatim], &mut out).await?;
+                    write_client(client, &head[..verbatim], out).await?;
                     let mut framed = BytesMut::with_capacity(new_payload.len() + HEADER_LEN);
                     let mut seq = h.seq;
                     frame::put_packet(&mut framed, &mut seq, &new_payload);
-                    write_client(client, &framed, &mut out).await?;
+                    write_client(client, &framed, out).await?;
                     verbatim = 0;
                 } else {
                     verbatim += HEADER_LEN + h.len;
                 }
                 if ev.client_turn {
                     let head = up.rbuf.split_to(verbatim);
-                    write_client(client, &head, &mut out).await?;
+                    write_client(client, &head, out).await?;
                     client.stream.flush().await.map_err(RelayError::Client)?;
                     verbatim = 0;
                     stream_local_infile(client, up, max_packet).await?;
@@ -168,14 +168,14 @@ pub async fn relay_response(
         }
         if verbatim > 0 {
             let head = up.rbuf.split_to(verbatim);
-            write_client(client, &head, &mut out).await?;
+            write_client(client, &head, out).await?;
         }
         if m.is_done() && passthrough == 0 {
             client.stream.flush().await.map_err(RelayError::Client)?;
             if up.rbuf.is_empty() && up.rbuf.capacity() > 4 * 1024 * 1024 {
                 up.rbuf = BytesMut::new();
             }
-            return Ok(out);
+            return Ok(());
         }
         client.stream.flush().await.map_err(RelayError::Client)?;
         match up.fill().await {
