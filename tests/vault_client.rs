@@ -324,3 +324,93 @@ async fn vault_down_at_start_then_up() {
     eventually(10, "generation after Vault came up", || current_id(&h) == 1).await;
     src.shutdown(true).await;
 }
+
+/// Logs in to MariaDB with these credentials.
+async fn can_login(user: &str, password: &str) -> bool {
+    let db = MariaDb::shared();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(db.port())
+        .user(Some(user))
+        .pass(Some(password));
+    match mysql_async::Conn::new(opts).await {
+        Ok(c) => {
+            let _ = c.disconnect().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn static_role_publishes_a_generation_per_rotation() {
+    let p = provision("1h", "24h", "1h", "24h");
+    let (v, c) = standin(&p).await;
+    let db = MariaDb::shared();
+    db.cli("CREATE USER IF NOT EXISTS 'sqlease_static_t'@'%' IDENTIFIED BY 'initial-pw'")
+        .unwrap();
+    let http = v.http();
+    let root = Some(v.root_token());
+    let call = |m: &'static str, path: &'static str, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let r = http.call(m, path, root, Some(&body)).await.unwrap();
+            assert!(r.status < 400, "{m} {path}: {:?}", r.errors());
+        }
+    };
+    call(
+        "POST",
+        "database/config/mysql",
+        serde_json::json!({
+            "plugin_name": "mysql-database-plugin",
+            "connection_url": format!("{{{{username}}}}:{{{{password}}}}@tcp(127.0.0.1:{})/", db.port()),
+            "username": db.admin_user(), "password": db.admin_password(),
+            "allowed_roles": ["app", "app_static"],
+        }),
+    )
+    .await;
+    call(
+        "POST",
+        "database/static-roles/app_static",
+        serde_json::json!({"db_name": "mysql", "username": "sqlease_static_t", "rotation_period": "5s"}),
+    )
+    .await;
+    let policy = format!(
+        "{}path \"database/static-creds/app_static\" {{\n  capabilities = [\"read\"]\n}}\n",
+        sqlease_testkit::vault::minimal_policy("app")
+    );
+    call(
+        "PUT",
+        "sys/policies/acl/sqlease",
+        serde_json::json!({ "policy": policy }),
+    )
+    .await;
+
+    let (h, src) = start_vault_source(
+        "main",
+        &vault_config(&v, &c.role_id, &c.secret_id),
+        "app_static",
+        VaultRoleKind::Static,
+        "database",
+        &RotationConfig::default(),
+    )
+    .await
+    .expect("start the static source");
+    let g1 = h.current().expect("generation 1");
+    assert_eq!(g1.username, "sqlease_static_t");
+    assert!(
+        g1.deadline.is_some(),
+        "static generations end at the rotation"
+    );
+    assert!(can_login(&g1.username, g1.password().expose_secret()).await);
+    eventually(12, "generation after Vault rotated the password", || {
+        current_id(&h) >= 2
+    })
+    .await;
+    let g2 = h.current().unwrap();
+    assert_ne!(g1.password().expose_secret(), g2.password().expose_secret());
+    assert!(can_login(&g2.username, g2.password().expose_secret()).await);
+    // Static users are never revoked: shutdown leaves the user in place.
+    src.shutdown(true).await;
+    assert!(user_exists("sqlease_static_t"));
+}
