@@ -227,6 +227,36 @@ async fn mariadb_cli_access_denied_wording() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_cli_with_either_auth_plugin() {
+    // The listener announces mysql_native_password; with --default-auth
+    // libmariadb sends an empty response for its own plugin and expects an
+    // AuthSwitchRequest (this used to be refused with 1045).
+    let r = start_proxy().await;
+    let port = r.addr("main").unwrap().port();
+    for auth in [
+        "--default-auth=caching_sha2_password",
+        "--default-auth=mysql_native_password",
+    ] {
+        let run = mariadb_cli(
+            port,
+            LOCAL_USER,
+            LOCAL_PASSWORD,
+            &[auth, "-N", "-B", "-e", "SELECT 'auth-ok'"],
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{auth}: {run:?}");
+        assert_eq!(run.stdout, "auth-ok\n");
+        let run = mariadb_cli(port, LOCAL_USER, "bad", &[auth, "-e", "SELECT 1"]).await;
+        assert_eq!(run.code, Some(1), "{auth}: {run:?}");
+        assert!(
+            run.stderr.starts_with("ERROR 1045 (28000)"),
+            "{auth}: {}",
+            run.stderr
+        );
+    }
+}
+
 /// Reads `name: <number>` from sysbench's report.
 fn sysbench_number(out: &str, name: &str) -> Option<f64> {
     out.lines()
