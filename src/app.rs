@@ -47,10 +47,23 @@ impl Running {
 
 /// Starts everything the configuration describes.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    start_with_sources(cfg, Default::default()).await
+}
+
+/// As [`start`], with some credential sources supplied by the caller
+/// (embedding, tests) instead of built from the configuration.
+pub async fn start_with_sources(
+    cfg: Config,
+    mut supplied: std::collections::BTreeMap<String, CredentialHandle>,
+) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = server::new_shared(&cfg, shutdown_rx);
     let mut sources = std::collections::BTreeMap::new();
     for (name, c) in &cfg.credentials {
+        if let Some(h) = supplied.remove(name) {
+            sources.insert(name.clone(), h);
+            continue;
+        }
         let handle = match server::static_source(name, c).map_err(anyhow::Error::msg)? {
             Some(h) => h,
             None => anyhow::bail!(

@@ -22,8 +22,10 @@ pub struct Generation {
     /// MySQL user name (not secret: it appears in CURRENT_USER()).
     pub username: String,
     password: SecretString,
-    /// Hard deadline: the credentials stop working at this instant (None = never).
-    pub deadline: Option<Instant>,
+    /// Hard deadline: the credentials stop working at this instant (None =
+    /// unknown or never). Learned over time (a capped renewal reveals the
+    /// lease's max TTL), so it can be updated after publishing.
+    deadline: std::sync::Mutex<Option<Instant>>,
     /// When this generation was obtained.
     pub issued: Instant,
     conns: AtomicUsize,
@@ -37,7 +39,7 @@ impl std::fmt::Debug for Generation {
             .field("id", &self.id)
             .field("username", &self.username)
             .field("password", &"[REDACTED]")
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.deadline())
             .field("connections", &self.live_connections())
             .field("retired", &self.is_retired())
             .finish()
@@ -55,7 +57,7 @@ impl Generation {
             id,
             username,
             password,
-            deadline,
+            deadline: std::sync::Mutex::new(deadline),
             issued: Instant::now(),
             conns: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
@@ -87,14 +89,25 @@ impl Generation {
         self.retired.load(Ordering::SeqCst)
     }
 
+    /// The hard deadline, if known.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a newly learned hard deadline.
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+        self.changed.notify_waiters();
+    }
+
     /// Whether the hard deadline has passed.
     pub fn expired(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now >= d)
+        self.deadline().is_some_and(|d| now >= d)
     }
 
     /// Time left before the hard deadline.
     pub fn time_left(&self, now: Instant) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(now))
+        self.deadline().map(|d| d.saturating_duration_since(now))
     }
 
     /// Waits until no upstream connection uses this generation.

@@ -399,7 +399,7 @@ async fn static_role_publishes_a_generation_per_rotation() {
     let g1 = h.current().expect("generation 1");
     assert_eq!(g1.username, "sqlease_static_t");
     assert!(
-        g1.deadline.is_some(),
+        g1.deadline().is_some(),
         "static generations end at the rotation"
     );
     assert!(can_login(&g1.username, g1.password().expose_secret()).await);

@@ -189,7 +189,9 @@ pub enum UpstreamTlsMode {
 
 /// `[credentials.<name>]`: where upstream credentials come from.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+// Internally tagged enums go through serde's buffered content, which
+// serde_ignored cannot see into: unknown keys must be refused here instead.
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialConfig {
     /// A fixed MySQL user (for tests and migration).
     Static {
@@ -246,7 +248,8 @@ pub struct VaultConfig {
 
 /// `[vault.auth]`: login method.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
+// Internally tagged: unknown keys refused here (see CredentialConfig).
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VaultAuthConfig {
     /// AppRole.
     Approle {
@@ -450,6 +453,28 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Names an unknown key the way validation names keys (`listener[0].tls.x`,
+/// `vault.auth.x`): serde_ignored's own rendering says `listener.0` and puts
+/// a `?` for every optional section.
+fn key_path(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => {
+            let head = key_path(parent);
+            if head.is_empty() {
+                key.clone()
+            } else {
+                format!("{head}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a configuration file, resolving every
     /// secret (env vars and files must be present).
@@ -481,7 +506,7 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| vec![Problem::from_toml(&e, text)])?;
         let cfg: Config = serde_ignored::deserialize(de, |path| {
             unknown.push(Problem::new(
-                &path.to_string(),
+                &key_path(&path),
                 "unknown key (check its spelling against config/sqlease.example.toml)",
             ))
         })

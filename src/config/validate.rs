@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::{ClientTlsMode, Config, CredentialConfig, UpstreamTlsMode, VaultAuthConfig};
 use crate::auth::PasswordVerifier;
-use crate::secret::SecretSource;
+use crate::secret::{ExposeSecret, SecretSource};
 
 /// One problem in a configuration, located by key path (and line when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,22 @@ fn check_secret(key: &str, s: &SecretSource, resolve: bool, problems: &mut Vec<P
     }
     if let Err(e) = s.resolve() {
         problems.push(Problem::new(key, e.to_string()));
+    }
+}
+
+/// A local user's password: as [`check_secret`], and never empty (the
+/// frontend refuses empty passwords, so such a user could never log in).
+fn check_local_password(key: &str, s: &SecretSource, resolve: bool, problems: &mut Vec<Problem>) {
+    if !resolve && !matches!(s, SecretSource::Inline(_)) {
+        return;
+    }
+    match s.resolve() {
+        Err(e) => problems.push(Problem::new(key, e.to_string())),
+        Ok(pw) if pw.expose_secret().is_empty() => problems.push(Problem::new(
+            key,
+            "must not be empty: clients can never log in with an empty password",
+        )),
+        Ok(_) => {}
     }
 }
 
@@ -121,7 +137,9 @@ pub(super) fn validate(cfg: &Config, resolve: bool, problems: &mut Vec<Problem>)
                     &up,
                     "set password (inline, { env = .. } or { file = .. }) or password_hash (from `sqlease hash-password`)",
                 )),
-                (Some(s), None) => check_secret(&format!("{up}.password"), s, resolve, problems),
+                (Some(s), None) => {
+                    check_local_password(&format!("{up}.password"), s, resolve, problems)
+                }
                 (None, Some(h)) => {
                     if PasswordVerifier::parse(h).is_none() {
                         problems.push(Problem::new(
@@ -140,7 +158,10 @@ pub(super) fn validate(cfg: &Config, resolve: bool, problems: &mut Vec<Problem>)
                 match v {
                     None => problems.push(Problem::new(
                         &format!("{p}.tls.{k}"),
-                        format!("required when tls.mode is {:?}", l.tls.mode),
+                        format!(
+                            "required when tls.mode is \"{}\"",
+                            format!("{:?}", l.tls.mode).to_lowercase()
+                        ),
                     )),
                     Some(f) if !f.is_file() => problems.push(Problem::new(
                         &format!("{p}.tls.{k}"),

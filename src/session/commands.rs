@@ -39,6 +39,10 @@ impl Session {
     pub(super) async fn handle_command(&mut self, cmd: Logical) -> Result<bool, End> {
         self.state.before_command();
         let reply_seq = cmd.next_seq;
+        if let Some(e) = self.doomed.take() {
+            self.send_err(reply_seq, &e).await;
+            return Err(End::DeadlineStrict);
+        }
         let payload = cmd.payload.clone();
         match command::decode(&payload) {
             Command::Quit => Ok(false),

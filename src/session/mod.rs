@@ -57,6 +57,8 @@ pub struct Session {
     kill_rx: watch::Receiver<bool>,
     last_pin_logged: Option<PinReason>,
     last_cursor_open: bool,
+    /// Set when the session must end: the next command gets this error.
+    doomed: Option<MysqlError>,
 }
 
 /// Why a session ended.
@@ -217,9 +219,8 @@ impl Session {
             };
             match ev {
                 Ev::Kill => {
-                    // Another session ran KILL CONNECTION with our id.
-                    let e = MysqlError::new(1927, "70100", "Connection was killed");
-                    self.send_err(0, &e).await;
+                    // Another session ran KILL CONNECTION with our id: close
+                    // the socket, as the server does for a killed idle session.
                     return End::Killed;
                 }
                 Ev::Shutdown => return End::Shutdown,
@@ -279,13 +280,20 @@ impl Session {
                         .metrics
                         .deadline_closes_total
                         .fetch_add(1, Ordering::Relaxed);
-                    let e = MysqlError::new(
+                    // The pinned state dies with the old upstream session now;
+                    // the client learns it on its next command, then the
+                    // connection closes.
+                    self.doomed = Some(MysqlError::new(
                         1927,
                         "70100",
                         format!("sqlease: the database credentials of this session expired while it held state that cannot be moved ({reason}); the session was closed (rotation.deadline_policy = \"strict\")"),
-                    );
-                    self.send_err(0, &e).await;
-                    return End::DeadlineStrict;
+                    ));
+                    if let Some(mut u) = self.up.take() {
+                        let _ = u
+                            .conn
+                            .write_packet(0, &[crate::protocol::command::com::QUIT])
+                            .await;
+                    }
                 }
             }
         }
@@ -301,7 +309,7 @@ impl Session {
         if Some(g.id) == latest {
             return None;
         }
-        g.deadline.map(tokio::time::Instant::from_std)
+        g.deadline().map(tokio::time::Instant::from_std)
     }
 
     fn upstream_lost(&mut self, what: &str) {
@@ -329,7 +337,11 @@ impl Session {
         // A pre-warmed connection of the latest generation is as good as new.
         if let Some(next) = self.next.take() {
             self.up = Some(next.up);
-            if let Err(e) = swap::sync_state(self, next.version, next.schema).await {
+            let synced = match swap::sync_state(self, next.version, next.schema).await {
+                Ok(()) => swap::reprepare_all(self).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = synced {
                 self.up = None;
                 return Err(e);
             }
@@ -342,13 +354,10 @@ impl Session {
             .metrics
             .upstream_reconnects_total
             .fetch_add(1, Ordering::Relaxed);
-        let v = self.state.version;
-        let schema = self.state.schema.clone();
         if let Err(e) = swap::reprepare_all(self).await {
             self.up = None;
             return Err(e);
         }
-        let _ = (v, schema);
         self.publish_upstream();
         info!(
             thread = self.up.as_ref().map(|u| u.thread_id),
@@ -491,6 +500,7 @@ pub async fn run(
         kill_rx,
         last_pin_logged: None,
         last_cursor_open: false,
+        doomed: None,
     };
     s.gen_rx.mark_unchanged();
     let end = s.run_loop().await;

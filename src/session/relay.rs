@@ -259,6 +259,7 @@ fn inspect(
                 Stmt {
                     upstream_id: stmt_id,
                     sql,
+                    schema: hooks.state.schema.clone(),
                     params,
                     columns,
                     types: None,

@@ -69,6 +69,8 @@ pub struct Stmt {
     /// Id on the current upstream connection.
     pub upstream_id: u32,
     pub sql: Bytes,
+    /// The default schema when it was prepared (table names resolve against it).
+    pub schema: Option<Vec<u8>>,
     pub params: u16,
     pub columns: u16,
     /// Parameter types of the last execute that sent them.

@@ -198,7 +198,7 @@ async fn read_response(
             .await
             .map_err(lost)?;
         let ev = m.on_packet(l.payload.len(), &l.payload).map_err(lost)?;
-        if ev.kind == PacketKind::Err {
+        if l.payload.first() == Some(&0xFF) {
             err = parse_err(&l.payload);
         }
         first.get_or_insert(ev.kind);
@@ -217,19 +217,60 @@ pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
     let Some(up) = s.up.as_mut() else {
         return Err(lost("no upstream connection"));
     };
-    let mut ids: Vec<u32> = s.state.stmts.keys().copied().collect();
+    // Statements resolve table names against the schema that was current
+    // when they were prepared: switch to it around each re-prepare.
+    let mut ids: Vec<(Option<Vec<u8>>, u32)> = s
+        .state
+        .stmts
+        .iter()
+        .map(|(id, st)| (st.schema.clone(), *id))
+        .collect();
     ids.sort_unstable();
+    let session_schema = s.state.schema.clone();
+    let mut current = session_schema.clone();
     let mut batch = bytes::BytesMut::new();
-    for id in &ids {
+    let mut expects = Vec::new();
+    let put = |batch: &mut bytes::BytesMut, p: &[u8]| {
+        let mut seq = 0;
+        crate::protocol::frame::put_packet(batch, &mut seq, p);
+    };
+    let init_db = |db: &[u8]| {
+        let mut p = vec![com::INIT_DB];
+        p.extend_from_slice(db);
+        p
+    };
+    for (schema, id) in &ids {
+        if schema != &current {
+            if let Some(db) = schema {
+                put(&mut batch, &init_db(db));
+                expects.push(None);
+                current = schema.clone();
+            }
+        }
         let st = &s.state.stmts[id];
         let mut p = Vec::with_capacity(1 + st.sql.len());
         p.push(com::STMT_PREPARE);
         p.extend_from_slice(&st.sql);
-        let mut seq = 0;
-        crate::protocol::frame::put_packet(&mut batch, &mut seq, &p);
+        put(&mut batch, &p);
+        expects.push(Some(*id));
+    }
+    if current != session_schema {
+        if let Some(db) = &session_schema {
+            put(&mut batch, &init_db(db));
+            expects.push(None);
+        }
     }
     up.conn.write_raw(&batch).await.map_err(lost)?;
-    for id in &ids {
+    for e in &expects {
+        let Some(id) = e else {
+            let (kind, err) = read_response(&mut up.conn, Expect::Single, deprecate_eof).await?;
+            if kind == PacketKind::Other {
+                if let Some(err) = err {
+                    return Err(err);
+                }
+            }
+            continue;
+        };
         let (kind, err) = read_response(&mut up.conn, Expect::Prepare, deprecate_eof).await?;
         let Some(st) = s.state.stmts.get_mut(id) else {
             continue;

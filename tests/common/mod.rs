@@ -58,6 +58,7 @@ password = "{UP_PASSWORD}"
 }
 
 pub async fn start_with(toml: &str) -> Running {
+    init_logging();
     let cfg = Config::from_toml(toml).unwrap_or_else(|p| panic!("bad test config: {p:?}"));
     sqlease::app::start(cfg).await.expect("start sqlease")
 }
@@ -110,4 +111,17 @@ pub async fn scalar<T: FromValue + Send + 'static>(c: &mut mysql_async::Conn, sq
 /// Path of the built sqlease binary.
 pub fn sqlease_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_sqlease"))
+}
+
+/// Logs of the proxy in test output when SQLEASE_TEST_LOG is set (e.g. "debug").
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(level) = std::env::var("SQLEASE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
