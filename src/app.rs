@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, CredentialConfig};
 use crate::credentials::CredentialHandle;
 use crate::server::{self, Shared};
 
@@ -19,6 +19,9 @@ pub struct Running {
     pub listeners: Vec<(String, SocketAddr)>,
     pub shared: Arc<Shared>,
     pub sources: Vec<CredentialHandle>,
+    /// Vault-backed sources (their managers), for stats and shutdown.
+    pub vault_sources: Vec<crate::lease::VaultSource>,
+    revoke_token_on_shutdown: bool,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -32,16 +35,26 @@ impl Running {
             .map(|(_, a)| *a)
     }
 
-    /// Stops accepting, closes sessions, waits up to `drain` for them.
+    /// Stops accepting; sessions finish their in-flight command and close
+    /// (idle ones at once); waits up to `drain` for them; then revokes the
+    /// leases this process holds (and its Vault token if configured).
     pub async fn shutdown(self, drain: Duration) {
         let _ = self.shutdown_tx.send(true);
         let deadline = tokio::time::Instant::now() + drain;
         while tokio::time::Instant::now() < deadline && !self.shared.registry.all().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let left = self.shared.registry.all().len();
+        if left > 0 {
+            warn!(sessions = left, "drain time over; closing the remaining sessions");
+        }
         for t in self.tasks {
             t.abort();
         }
+        for v in self.vault_sources {
+            v.shutdown(self.revoke_token_on_shutdown).await;
+        }
+        info!("shutdown complete");
     }
 }
 
@@ -59,6 +72,7 @@ pub async fn start_with_sources(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = server::new_shared(&cfg, shutdown_rx);
     let mut sources = std::collections::BTreeMap::new();
+    let mut vault_sources = Vec::new();
     for (name, c) in &cfg.credentials {
         if let Some(h) = supplied.remove(name) {
             sources.insert(name.clone(), h);
@@ -98,6 +112,11 @@ pub async fn start_with_sources(
         listeners,
         shared,
         sources: sources.into_values().collect(),
+        vault_sources,
+        revoke_token_on_shutdown: cfg
+            .vault
+            .as_ref()
+            .is_none_or(|v| v.revoke_token_on_shutdown),
         shutdown_tx,
         tasks,
     })
