@@ -46,7 +46,10 @@ impl Running {
         }
         let left = self.shared.registry.all().len();
         if left > 0 {
-            warn!(sessions = left, "drain time over; closing the remaining sessions");
+            warn!(
+                sessions = left,
+                "drain time over; closing the remaining sessions"
+            );
         }
         for t in self.tasks {
             t.abort();
@@ -78,11 +81,29 @@ pub async fn start_with_sources(
             sources.insert(name.clone(), h);
             continue;
         }
-        let handle = match server::static_source(name, c).map_err(anyhow::Error::msg)? {
-            Some(h) => h,
-            None => anyhow::bail!(
-                "credentials.{name}: Vault sources are wired in by the lease manager (pending)"
-            ),
+        let handle = match c {
+            CredentialConfig::Static { .. } => server::static_source(name, c)
+                .map_err(anyhow::Error::msg)?
+                .ok_or_else(|| anyhow::anyhow!("credentials.{name}: not a static source"))?,
+            CredentialConfig::Vault { role, kind, mount } => {
+                let vault = cfg.vault.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "credentials.{name} has type = \"vault\" but there is no [vault] section"
+                    )
+                })?;
+                let (h, v) = crate::lease::start_vault_source(
+                    name,
+                    vault,
+                    role,
+                    *kind,
+                    mount,
+                    &cfg.rotation,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("credentials.{name}: {e}"))?;
+                vault_sources.push(v);
+                h
+            }
         };
         sources.insert(name.clone(), handle);
     }

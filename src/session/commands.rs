@@ -43,6 +43,16 @@ impl Session {
             self.send_err(reply_seq, &e).await;
             return Err(End::DeadlineStrict);
         }
+        if self.lost_transaction && !matches!(command::decode(&cmd.payload), Command::Quit) {
+            self.lost_transaction = false;
+            let e = MysqlError::new(
+                codes::CR_SERVER_LOST,
+                "HY000",
+                "Lost connection to MySQL server during query (sqlease: the upstream connection died inside a transaction; the transaction was rolled back, the session continues)",
+            );
+            self.send_err(reply_seq, &e).await;
+            return Ok(true);
+        }
         let payload = cmd.payload.clone();
         match command::decode(&payload) {
             Command::Quit => Ok(false),
@@ -299,6 +309,8 @@ impl Session {
             RelayError::Upstream(_) | RelayError::UpstreamClosed | RelayError::Protocol(_) => {
                 let in_trans = self.state.in_transaction();
                 self.upstream_lost(&e.to_string());
+                // This command's error tells the client already.
+                self.lost_transaction = false;
                 if started {
                     return Err(End::Protocol);
                 }

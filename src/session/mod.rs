@@ -59,6 +59,9 @@ pub struct Session {
     last_cursor_open: bool,
     /// Set when the session must end: the next command gets this error.
     doomed: Option<MysqlError>,
+    /// The upstream died while a transaction was open: the next command
+    /// gets error 2013 instead of running outside the transaction.
+    lost_transaction: bool,
 }
 
 /// Why a session ended.
@@ -315,6 +318,7 @@ impl Session {
     fn upstream_lost(&mut self, what: &str) {
         if let Some(u) = self.up.take() {
             let in_trans = self.state.in_transaction();
+            self.lost_transaction |= in_trans;
             warn!(
                 thread = u.thread_id,
                 what,
@@ -501,6 +505,7 @@ pub async fn run(
         last_pin_logged: None,
         last_cursor_open: false,
         doomed: None,
+        lost_transaction: false,
     };
     s.gen_rx.mark_unchanged();
     let end = s.run_loop().await;
