@@ -19,9 +19,12 @@
 //! | [`vault`] | Vault HTTP client |
 //! | [`lease`] | lease/token schedule (pure) and the manager publishing generations |
 //! | [`server`] | listeners, the upstream probe, process wiring |
+//! | [`admin`] | health, readiness, Prometheus metrics, sessions, rotate-now |
+//! | [`app`] | starting, reloading (SIGHUP) and stopping a whole process |
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

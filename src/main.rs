@@ -77,7 +77,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(run(cfg)) {
+            match rt.block_on(run(cfg, path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -101,15 +101,48 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
-    let running = sqlease::app::start(cfg).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    running.shutdown(std::time::Duration::from_secs(10)).await;
+/// Runs until SIGTERM or SIGINT; SIGHUP re-reads the file and applies
+/// the local users, passwords and client TLS certificates.
+async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before anything else so a signal during a slow start (the
+    // upstream probe, Vault) is not lost to the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let running = tokio::select! {
+        r = sqlease::app::start(cfg) => r?,
+        _ = term.recv() => { tracing::info!("SIGTERM before the start completed"); return Ok(()); }
+        _ = int.recv() => { tracing::info!("SIGINT before the start completed"); return Ok(()); }
+    };
+    let signal_name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                match Config::load(&path) {
+                    Ok(new) => {
+                        let _ = running.reload(&new);
+                    }
+                    Err(e) => {
+                        running
+                            .shared
+                            .metrics
+                            .reload_failures_total
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            problems = e.problems.len(),
+                            "configuration reload refused; the previous settings stay in force:\n{e}"
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let drain = running.drain_timeout();
+    tracing::info!(signal = signal_name, ?drain, "shutting down");
+    running.shutdown(drain).await;
     Ok(())
 }
 

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub bytes_to_upstream_total: AtomicU64,
     pub kills_translated_total: AtomicU64,
     pub deadline_closes_total: AtomicU64,
+    /// Successful configuration reloads (SIGHUP).
+    pub reloads_total: AtomicU64,
+    /// Reloads refused (the file had problems; the old settings stay).
+    pub reload_failures_total: AtomicU64,
     /// Swap pause histogram: counts per bucket upper bound (µs).
     pub swap_pause: Histogram,
 }
@@ -155,11 +159,37 @@ impl Shared {
     }
 }
 
+/// The client-side settings of a listener, replaced as a whole on reload
+/// (SIGHUP). A handshake reads them once ([`FrontendSlot::load`]) and
+/// keeps that copy, so a reload never changes the rules mid-login, and
+/// live sessions are not touched.
+#[derive(Debug)]
+pub struct FrontendSlot(std::sync::RwLock<Arc<FrontendConfig>>);
+
+impl FrontendSlot {
+    pub fn new(cfg: FrontendConfig) -> FrontendSlot {
+        FrontendSlot(std::sync::RwLock::new(Arc::new(cfg)))
+    }
+
+    /// The settings in force now.
+    pub fn load(&self) -> Arc<FrontendConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts new settings in force for the next handshakes.
+    pub fn store(&self, cfg: FrontendConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+    }
+}
+
 /// Everything a listener's sessions share.
 #[derive(Debug)]
 pub struct ListenerCtx {
     pub name: String,
-    pub frontend: FrontendConfig,
+    /// The configured TCP address (as written; reload compares it).
+    pub bind: String,
+    /// Local users, client TLS, auth plugin: reloadable.
+    pub frontend: FrontendSlot,
     pub target: UpstreamTarget,
     pub credentials: CredentialHandle,
     pub server: ServerInfo,
@@ -303,7 +333,8 @@ pub async fn bind(
     Ok(BoundListener {
         ctx: Arc::new(ListenerCtx {
             name: l.name.clone(),
-            frontend,
+            bind: l.bind.clone(),
+            frontend: FrontendSlot::new(frontend),
             target,
             credentials,
             server,
@@ -397,9 +428,10 @@ async fn handle_connection(
             debug!("refused: listener at max_connections");
             return;
         }
+        let front = ctx.frontend.load();
         let hs = tokio::time::timeout(
             ctx.handshake_timeout,
-            frontend::handshake(stream, peer, id, &ctx.server, &ctx.frontend, &ctx.throttle),
+            frontend::handshake(stream, peer, id, &ctx.server, &front, &ctx.throttle),
         )
         .await;
         let auth = match hs {

@@ -35,6 +35,12 @@ pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_millis(200);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest packet accepted from a client.
 pub const DEFAULT_MAX_ALLOWED_PACKET: u32 = 64 * 1024 * 1024;
+/// Default time in-flight commands get to finish at shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest accepted `shutdown.drain_timeout`.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default admin listener address.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9307";
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -57,6 +63,26 @@ pub struct Config {
     /// Admin HTTP listener.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// What SIGTERM / SIGINT do.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[shutdown]`: stopping the process.
+#[derive(Debug, Deserialize)]
+pub struct ShutdownConfig {
+    /// Time in-flight commands get to finish after SIGTERM/SIGINT before the
+    /// remaining sessions are closed, e.g. "10s" (idle sessions close at once).
+    #[serde(default = "default_drain_timeout", with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
 }
 
 /// `[[listener]]`: one address the application connects to.
@@ -408,7 +434,10 @@ fn default_log_level() -> String {
     "info".into()
 }
 fn default_admin_bind() -> String {
-    "127.0.0.1:9307".into()
+    DEFAULT_ADMIN_BIND.into()
+}
+fn default_drain_timeout() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
 }
 
 /// Durations written as "10s", "1h30m", "250ms".

@@ -271,6 +271,12 @@ pub(super) fn validate(cfg: &Config, resolve: bool, problems: &mut Vec<Problem>)
             check_secret("admin.token", t, resolve, problems);
         }
     }
+    if cfg.shutdown.drain_timeout > super::MAX_DRAIN_TIMEOUT {
+        problems.push(Problem::new(
+            "shutdown.drain_timeout",
+            "at most \"1h\": orchestrators kill a process that takes longer to stop",
+        ));
+    }
     if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
         problems.push(Problem::new(
             "log.level",

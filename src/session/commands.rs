@@ -445,6 +445,7 @@ impl Session {
         let user = self
             .ctx
             .frontend
+            .load()
             .users
             .iter()
             .find(|u| u.name.as_bytes() == req.user.as_slice())
@@ -481,8 +482,8 @@ impl Session {
                 Some(ip) => self
                     .ctx
                     .throttle
-                    .failed(ip, self.ctx.frontend.auth_failure_delay),
-                None => self.ctx.frontend.auth_failure_delay,
+                    .failed(ip, self.ctx.frontend.load().auth_failure_delay),
+                None => self.ctx.frontend.load().auth_failure_delay,
             };
             tokio::time::sleep(delay).await;
             info!(error = %e, "COM_CHANGE_USER refused");

@@ -88,7 +88,7 @@ impl Session {
     }
 
     fn max_packet(&self) -> usize {
-        self.ctx.frontend.max_allowed_packet
+        self.ctx.frontend.load().max_allowed_packet
     }
 
     fn params(&self, replay: bool) -> ConnectParams {

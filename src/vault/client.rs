@@ -3,9 +3,10 @@
 //! token explicitly, so the lease manager alone decides which token is
 //! current (a re-login must not race with a renewal of the old one).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -61,6 +62,50 @@ impl ClientSettings {
     }
 }
 
+/// Upper bounds (seconds) of the Vault request latency buckets.
+pub const REQUEST_BUCKETS_SECS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Latency and outcome of one endpoint's requests (for the metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStats {
+    pub requests: u64,
+    /// Requests that ended in an error (transport, timeout, or HTTP >= 400).
+    pub errors: u64,
+    pub sum_secs: f64,
+    /// Requests per bucket of [`REQUEST_BUCKETS_SECS`] (not cumulative;
+    /// slower ones only count in `requests`).
+    pub buckets: [u64; REQUEST_BUCKETS_SECS.len()],
+}
+
+/// Request counters by endpoint (shared by the clones of a client).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    by_endpoint: Mutex<BTreeMap<String, EndpointStats>>,
+}
+
+impl RequestStats {
+    fn record(&self, endpoint: &str, took: Duration, ok: bool) {
+        let secs = took.as_secs_f64();
+        let mut m = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let s = m.entry(endpoint.to_string()).or_default();
+        s.requests += 1;
+        s.errors += u64::from(!ok);
+        s.sum_secs += secs;
+        if let Some(i) = REQUEST_BUCKETS_SECS.iter().position(|b| secs <= *b) {
+            s.buckets[i] += 1;
+        }
+    }
+
+    /// A copy of the counters, by endpoint path (no ids or secrets in it).
+    pub fn snapshot(&self) -> BTreeMap<String, EndpointStats> {
+        self.by_endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// A Vault HTTP client (cheap to clone).
 #[derive(Clone)]
 pub struct VaultClient {
@@ -68,6 +113,7 @@ pub struct VaultClient {
     base: Arc<str>,
     namespace: Option<Arc<str>>,
     timeout: Duration,
+    stats: Arc<RequestStats>,
 }
 
 impl std::fmt::Debug for VaultClient {
@@ -139,6 +185,7 @@ impl VaultClient {
             base: base.into(),
             namespace: settings.namespace.as_deref().map(Into::into),
             timeout: settings.request_timeout,
+            stats: Arc::default(),
         })
     }
 
@@ -147,8 +194,26 @@ impl VaultClient {
         &self.base
     }
 
+    /// Latency and error counters by endpoint, shared by every clone.
+    pub fn request_stats(&self) -> Arc<RequestStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Sends one request; returns the parsed JSON body (`None` for 204).
     async fn call(
+        &self,
+        method: Method,
+        endpoint: &str,
+        token: Option<&SecretString>,
+        body: Option<Value>,
+    ) -> Result<Option<Value>, VaultError> {
+        let start = Instant::now();
+        let r = self.send(method, endpoint, token, body).await;
+        self.stats.record(endpoint, start.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn send(
         &self,
         method: Method,
         endpoint: &str,

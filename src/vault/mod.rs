@@ -20,7 +20,7 @@ mod error;
 mod types;
 
 pub use auth::{Authenticator, Login};
-pub use client::{ClientSettings, VaultClient};
+pub use client::{ClientSettings, EndpointStats, RequestStats, VaultClient, REQUEST_BUCKETS_SECS};
 pub use error::VaultError;
 pub use types::{
     AuthInfo, DynamicCreds, LeaseLookup, LeaseRenewal, StaticCreds, TokenGrant, TokenLookup,
