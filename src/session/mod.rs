@@ -394,9 +394,16 @@ pub(crate) async fn open_upstream(
             ));
         };
         if last_rejected == Some(gen.id) {
-            // Wait for the source to publish a newer generation.
+            // Wait for the source to replace the rejected generation. (Not
+            // `changed()`: a cloned receiver has not seen earlier versions,
+            // so it would return at once and burn the remaining attempts.)
             let mut rx = ctx.credentials.subscribe();
-            let _ = tokio::time::timeout(ctx.target.connect_timeout, rx.changed()).await;
+            let rejected = gen.id;
+            let _ = tokio::time::timeout(
+                ctx.target.connect_timeout,
+                rx.wait_for(|g| g.as_ref().is_none_or(|g| g.id != rejected)),
+            )
+            .await;
             continue;
         }
         match backend::connect(&ctx.target, &gen, &params).await {
