@@ -129,6 +129,7 @@ impl Manager {
                 self.shutdown(revoke).await;
                 return;
             }
+            self.sync_deadlines();
             let now = Instant::now();
             let action = self
                 .given_token_changed(now)
@@ -173,6 +174,29 @@ impl Manager {
                     self.state.mark_unused(id);
                 }
                 _ = sleep => {}
+            }
+        }
+    }
+
+    /// Publishes each generation's hard deadline as soon as it is learned
+    /// (a capped lease renewal, a capped token renewal revealing the token's
+    /// max TTL, a re-login fixing the old token's end, a token revoked out
+    /// of band), so sessions and the `strict` deadline policy act on it.
+    pub(super) fn sync_deadlines(&self) {
+        let token = self.state.token.as_ref();
+        for g in self.state.current.iter().chain(self.state.retired.iter()) {
+            let Some(gen) = self.gens.get(&g.id) else {
+                continue;
+            };
+            let known = g.deadline(token).map(|d| d.into_std());
+            if gen.deadline() != known {
+                debug!(
+                    source = %self.name,
+                    generation = g.id,
+                    deadline_in = %known.map_or("unknown".into(), |d| human(d.saturating_duration_since(std::time::Instant::now()))),
+                    "generation deadline learned"
+                );
+                gen.set_deadline(known);
             }
         }
     }

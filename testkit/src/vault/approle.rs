@@ -214,6 +214,8 @@ fn gen_secret_id(inner: &Inner, r: &Req, mount: &str, name: &str, custom: bool) 
         return Err(VErr::bad("SecretID is already registered"));
     }
     let accessor = util::uuid();
+    st.issued.push(secret_id.clone());
+    let ar = state(&mut st, mount);
     ar.secret_ids.insert(
         secret_id.clone(),
         SecretId {

@@ -316,6 +316,7 @@ async fn creds(inner: &Inner, r: &Req, c: &Caller, mount: &str, role_name: &str)
         .await
         .map_err(|e| VErr::internal(&e))?;
     inner.counters.creds_issued.fetch_add(1, Ordering::Relaxed);
+    inner.lock().issued.push(password.clone());
     let lease_id = format!("{}/{}", r.path, util::base62(24));
     let lease = Lease {
         id: lease_id.clone(),

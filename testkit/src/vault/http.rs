@@ -348,7 +348,11 @@ fn wrap(inner: &Inner, r: &Req, env: &Env) -> Value {
         creation_path: r.path.clone(),
         response: env.to_json(),
     };
-    inner.lock().wraps.insert(token.clone(), w);
+    {
+        let mut st = inner.lock();
+        st.wraps.insert(token.clone(), w);
+        st.issued.push(token.clone());
+    }
     let mut wrapped_accessor = env.wrapped_accessor.clone();
     if wrapped_accessor.is_empty() {
         if let Some(a) = env.auth.as_ref().and_then(|a| a.get("accessor")) {

@@ -253,6 +253,13 @@ impl VaultStandin {
         self.inner.lock().leases.keys().cloned().collect()
     }
 
+    /// Every secret this stand-in has handed out so far: token ids (root
+    /// included), SecretIDs, wrapping tokens and database passwords. For
+    /// tests that check logs and errors for leaks.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.inner.lock().issued.clone()
+    }
+
     /// Details of a live lease.
     pub fn lease_info(&self, lease_id: &str) -> Option<LeaseInfo> {
         let st = self.inner.lock();

@@ -267,6 +267,9 @@ pub(crate) struct Store {
     pub k8s: HashMap<String, super::kubernetes::K8sState>,
     pub db: HashMap<String, super::database::DbState>,
     pub wraps: HashMap<String, Wrap>,
+    /// Every secret handed out (tokens, SecretIDs, database passwords), for
+    /// tests that scan logs and errors for leaks. Never logged.
+    pub issued: Vec<String>,
 }
 
 impl Store {
@@ -282,6 +285,7 @@ impl Store {
             k8s: HashMap::new(),
             db: HashMap::new(),
             wraps: HashMap::new(),
+            issued: Vec::new(),
         };
         for (p, t) in [
             ("sys/", "system"),
@@ -320,6 +324,7 @@ impl Store {
             backend_max_ttl: 0,
         };
         s.accessors.insert(root.accessor.clone(), root.id.clone());
+        s.issued.push(root.id.clone());
         s.tokens.insert(root.id.clone(), root);
         s
     }
@@ -335,6 +340,7 @@ impl Store {
         if !t.accessor.is_empty() {
             self.accessors.insert(t.accessor.clone(), t.id.clone());
         }
+        self.issued.push(t.id.clone());
         self.tokens.insert(t.id.clone(), t);
     }
 
