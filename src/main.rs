@@ -32,12 +32,34 @@ enum Cmd {
     },
     /// Read a password on stdin and print the password_hash to put in the config.
     HashPassword,
+    /// Ask a running sqlease's admin listener for /readyz (or another path);
+    /// exit 0 on HTTP 200. For container health checks (no curl needed).
+    Health {
+        /// Admin address (host:port).
+        #[arg(long, default_value = sqlease::config::DEFAULT_ADMIN_BIND)]
+        admin: String,
+        /// Path to ask.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::HashPassword => hash_password(),
+        Cmd::Health {
+            admin,
+            path,
+            timeout,
+        } => health(
+            &admin,
+            &path,
+            std::time::Duration::from_secs(timeout.max(1)),
+        ),
         Cmd::CheckConfig { resolve_secrets } => {
             let Some(path) = cli.config else {
                 eprintln!("error: --config FILE is required");
@@ -144,6 +166,46 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(signal = signal_name, ?drain, "shutting down");
     running.shutdown(drain).await;
     Ok(())
+}
+
+/// A minimal blocking HTTP/1.0 GET against the admin listener.
+fn health(admin: &str, path: &str, timeout: std::time::Duration) -> ExitCode {
+    use std::io::Write;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addr = match admin.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(a) => a,
+        None => {
+            eprintln!("error: {admin:?} is not host:port");
+            return ExitCode::from(2);
+        }
+    };
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf)
+    })();
+    match answer {
+        Ok(text) => {
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let ok = head.split(' ').nth(1) == Some("200");
+            let first = head.lines().next().unwrap_or("");
+            if ok {
+                println!("{first}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{first}\n{body}");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {addr}{path}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn hash_password() -> ExitCode {

@@ -622,6 +622,22 @@ async fn sigterm_under_load_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The image's health check command agrees.
+    let out = Command::new(sqlease_bin())
+        .args(["health", "--admin", &format!("127.0.0.1:{admin_port}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(sqlease_bin())
+        .args(["health", "--admin", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "nothing listens there");
+
     // Load: busy clients in a loop, a long command in flight, idle clients.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut busy = Vec::new();
