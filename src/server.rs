@@ -97,6 +97,10 @@ pub struct SessionInfo {
     pub last_active: Mutex<Instant>,
     /// Set to true to make the session close (KILL CONNECTION).
     pub kill: watch::Sender<bool>,
+    /// Wakes the session when something shared changed (a new generation,
+    /// shutdown). Per session, so idle sessions do not all contend on the
+    /// shared channels' waiter lists.
+    pub nudge: tokio::sync::Notify,
 }
 
 /// All live sessions by proxy connection id.
@@ -352,6 +356,8 @@ pub async fn bind(
 pub async fn serve(listener: BoundListener, shared: Arc<Shared>) {
     let BoundListener { ctx, tcp, unix } = listener;
     let mut shutdown = shared.shutdown.clone();
+    let nudger = tokio::spawn(nudge_sessions(Arc::clone(&ctx), Arc::clone(&shared)));
+    let _nudger = AbortOnDrop(nudger);
     loop {
         let accepted = tokio::select! {
             r = tcp.accept() => r.map(|(s, a)| {
@@ -379,6 +385,37 @@ pub async fn serve(listener: BoundListener, shared: Arc<Shared>) {
         }
     }
     info!(listener = %ctx.name, "listener stopped accepting");
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Wakes this listener's sessions when a new generation is published or the
+/// process shuts down.
+async fn nudge_sessions(ctx: Arc<ListenerCtx>, shared: Arc<Shared>) {
+    let mut gens = ctx.credentials.subscribe();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            r = gens.changed() => if r.is_err() { return },
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+        }
+        for s in shared.registry.all() {
+            if Arc::ptr_eq(&s.listener, &ctx) || *shutdown.borrow() {
+                s.nudge.notify_one();
+            }
+        }
+    }
 }
 
 /// Decrements the listener's connection count when dropped.

@@ -119,8 +119,50 @@ fn has_user_var(s: &str) -> bool {
     })
 }
 
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The common statements that cannot create session state, recognised
+/// without allocating: a single DML / transaction statement with no user
+/// variable, no locking function and no FOUND_ROWS.
+fn obviously_stateless(sql: &[u8]) -> bool {
+    const SHORT: usize = 4096;
+    if sql.len() > SHORT || sql.contains(&b'@') || sql.contains(&b';') || sql.contains(&b'/') {
+        return false;
+    }
+    let start = sql
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let word_end = sql[start..]
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    let word = &sql[start..word_end];
+    let dml = [
+        &b"select"[..],
+        b"insert",
+        b"update",
+        b"delete",
+        b"replace",
+        b"begin",
+        b"commit",
+        b"rollback",
+    ];
+    dml.iter().any(|k| word.eq_ignore_ascii_case(k))
+        && !contains_ci(sql, b"lock")
+        && !contains_ci(sql, b"sql_calc")
+        && !contains_ci(sql, b"#")
+        && !contains_ci(sql, b"--")
+}
+
 /// Classifies one COM_QUERY text (possibly several statements).
 pub fn classify(sql: &[u8]) -> Vec<Effect> {
+    if obviously_stateless(sql) {
+        return Vec::new();
+    }
     let norm = normalize(sql);
     let mut out = Vec::new();
     for stmt in norm.split(';') {
@@ -257,6 +299,33 @@ mod tests {
         assert!(c("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE").is_empty());
         assert_eq!(c("XA START 'x'"), vec![Effect::XaStart]);
         assert_eq!(c("HANDLER t OPEN"), vec![Effect::HandlerOpen]);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_classifier() {
+        for s in [
+            "SELECT c FROM sbtest1 WHERE id=42",
+            "  select 1",
+            "INSERT INTO t VALUES (1)",
+            "COMMIT",
+            "BEGIN",
+            "SELECT GET_LOCK('x', 1)",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT 1 INTO @x",
+        ] {
+            if obviously_stateless(s.as_bytes()) {
+                let norm = normalize(s.as_bytes());
+                let mut full = Vec::new();
+                for st in norm.split(';') {
+                    classify_one(st, &mut full);
+                }
+                assert!(full.is_empty(), "{s}: {full:?}");
+            }
+        }
+        assert!(obviously_stateless(b"SELECT c FROM sbtest1 WHERE id=42"));
+        assert!(!obviously_stateless(b"SELECT GET_LOCK('x', 1)"));
     }
 
     #[test]

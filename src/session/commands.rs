@@ -79,7 +79,8 @@ impl Session {
                     .await
             }
             Command::StmtExecute { stmt_id, flags } => {
-                self.execute(stmt_id, flags, &payload, reply_seq).await
+                self.execute(stmt_id, flags, &payload, cmd.raw, reply_seq)
+                    .await
             }
             Command::StmtFetch { stmt_id } => {
                 let Some(raw) = self.remapped(&payload, stmt_id) else {
@@ -189,6 +190,7 @@ impl Session {
         client_id: u32,
         flags: u8,
         payload: &[u8],
+        raw: Bytes,
         reply_seq: u8,
     ) -> Result<bool, End> {
         let Some(st) = self.state.stmts.get_mut(&client_id) else {
@@ -196,33 +198,44 @@ impl Session {
                 .reply_err(reply_seq, unknown_stmt(client_id, "mysqld_stmt_execute"))
                 .await;
         };
-        let mut p = payload.to_vec();
-        stmt::set_stmt_id(&mut p, st.upstream_id);
+        // Remember the parameter types the client sent (re-sent after a
+        // re-prepare); only copy them when they changed.
         if st.params > 0 {
-            if let Some(types) = stmt::param_types(&p, st.params) {
-                st.types = Some(types.to_vec());
-            } else if st.needs_types {
-                if let Some(t) = &st.types {
-                    if let Some(q) = stmt::with_types(&p, st.params, t) {
-                        p = q;
-                    }
+            if let Some(types) = stmt::param_types(payload, st.params) {
+                if st.types.as_deref() != Some(types) {
+                    st.types = Some(types.to_vec());
                 }
             }
         }
+        let inject = st.needs_types
+            && st.params > 0
+            && stmt::param_types(payload, st.params).is_none()
+            && st.types.is_some();
         st.needs_types = false;
         st.long_data = false;
-        let mut out = BytesMut::new();
-        let mut seq = 0;
-        frame::put_packet(&mut out, &mut seq, &p);
+        let raw = if st.upstream_id == client_id && !inject {
+            // Fast path: the packet goes upstream as received.
+            raw
+        } else {
+            let mut p = payload.to_vec();
+            stmt::set_stmt_id(&mut p, st.upstream_id);
+            if inject {
+                if let Some(q) = st
+                    .types
+                    .as_deref()
+                    .and_then(|t| stmt::with_types(&p, st.params, t))
+                {
+                    p = q;
+                }
+            }
+            let mut out = BytesMut::new();
+            let mut seq = 0;
+            frame::put_packet(&mut out, &mut seq, &p);
+            out.freeze()
+        };
         let cursor = flags & CURSOR_TYPE_READ_ONLY != 0;
         let r = self
-            .forward(
-                out.freeze(),
-                reply_seq,
-                Expect::Generic,
-                None,
-                Some(client_id),
-            )
+            .forward(raw, reply_seq, Expect::Generic, None, Some(client_id))
             .await;
         if let Some(st) = self.state.stmts.get_mut(&client_id) {
             st.cursor_open = cursor && self.last_cursor_open;

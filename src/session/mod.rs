@@ -50,6 +50,8 @@ pub struct Session {
     shared: Arc<Shared>,
     info: Arc<SessionInfo>,
     gen_rx: watch::Receiver<Option<Arc<Generation>>>,
+    /// The latest published generation (refreshed when `gen_rx` changes).
+    latest: Option<Arc<Generation>>,
     prewarm: Option<oneshot::Receiver<Result<Next, BackendError>>>,
     next: Option<Next>,
     /// Earliest time to retry a failed pre-warm.
@@ -133,6 +135,9 @@ impl Session {
     async fn run_loop(&mut self) -> End {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
+            if shutdown.has_changed().unwrap_or(true) && *shutdown.borrow_and_update() {
+                return End::Shutdown;
+            }
             self.maybe_prewarm();
             self.maybe_swap().await;
             // Complete commands already buffered.
@@ -172,7 +177,7 @@ impl Session {
             let strict_deadline = self.strict_deadline();
             let client = &mut self.client;
             let up = &mut self.up;
-            let gen_rx = &mut self.gen_rx;
+            let nudge = &self.info.nudge;
             let prewarm = &mut self.prewarm;
             let kill_rx = &mut self.kill_rx;
             let retry_at = self.prewarm_retry_at;
@@ -182,14 +187,12 @@ impl Session {
                 Generation,
                 Prewarmed(Result<Next, BackendError>),
                 Kill,
-                Shutdown,
                 Deadline,
                 Retry,
             }
             let ev = tokio::select! {
                 biased;
                 _ = kill_rx.changed() => Ev::Kill,
-                _ = shutdown.changed() => Ev::Shutdown,
                 r = client.fill() => Ev::Client(r),
                 r = async {
                     match up.as_mut() {
@@ -203,10 +206,7 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => Ev::Prewarmed(r.unwrap_or_else(|_| Err(BackendError::Protocol("pre-warm task ended".into())))),
-                r = gen_rx.changed() => match r {
-                    Ok(()) => Ev::Generation,
-                    Err(_) => Ev::Shutdown,
-                },
+                _ = nudge.notified() => Ev::Generation,
                 _ = async {
                     match strict_deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -226,7 +226,6 @@ impl Session {
                     // the socket, as the server does for a killed idle session.
                     return End::Killed;
                 }
-                Ev::Shutdown => return End::Shutdown,
                 Ev::Client(Ok(0)) => return End::ClientGone,
                 Ev::Client(Ok(_)) => {}
                 Ev::Client(Err(e)) => {
@@ -252,7 +251,7 @@ impl Session {
                     match r {
                         Ok(next) => {
                             let current = self.current_generation().map(|g| g.id);
-                            let latest = self.gen_rx.borrow().as_ref().map(|g| g.id);
+                            let latest = self.latest.as_ref().map(|g| g.id);
                             if Some(next.up.generation().id) == latest && current != latest {
                                 self.next = Some(next);
                             }
@@ -308,7 +307,7 @@ impl Session {
             return None;
         }
         let g = self.current_generation()?;
-        let latest = self.gen_rx.borrow().as_ref().map(|g| g.id);
+        let latest = self.latest.as_ref().map(|g| g.id);
         if Some(g.id) == latest {
             return None;
         }
@@ -486,6 +485,7 @@ pub async fn run(
         pinned: Mutex::new(None),
         last_active: Mutex::new(Instant::now()),
         kill: kill_tx,
+        nudge: tokio::sync::Notify::new(),
     });
     shared.registry.insert(Arc::clone(&info));
     debug!(thread = up.thread_id, user = %up.generation().username, "session started");
@@ -502,6 +502,7 @@ pub async fn run(
         up: Some(up),
         state: SessionState::new(database, status),
         gen_rx: ctx.credentials.subscribe(),
+        latest: None,
         ctx,
         shared: Arc::clone(&shared),
         info,
@@ -514,7 +515,7 @@ pub async fn run(
         doomed: None,
         lost_transaction: false,
     };
-    s.gen_rx.mark_unchanged();
+    s.latest = s.gen_rx.borrow_and_update().clone();
     let end = s.run_loop().await;
     debug!(?end, "session ended");
     if let Some(mut u) = s.up.take() {

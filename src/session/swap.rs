@@ -30,15 +30,16 @@ impl Session {
                 return;
             }
         }
-        let Some(latest) = self.gen_rx.borrow_and_update().clone() else {
+        if self.gen_rx.has_changed().unwrap_or(false) {
+            self.latest = self.gen_rx.borrow_and_update().clone();
+        }
+        let (Some(latest), Some(up)) = (&self.latest, &self.up) else {
             return;
         };
-        let Some(current) = self.current_generation() else {
-            return;
-        };
-        if current.id == latest.id || latest.expired(Instant::now()) {
+        if up.generation().id == latest.id || latest.expired(Instant::now()) {
             return;
         }
+        let latest = Arc::clone(latest);
         if let Some(n) = &self.next {
             if n.up.generation().id == latest.id {
                 return;
