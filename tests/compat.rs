@@ -1,0 +1,496 @@
+//! Client compatibility (issue "Works with the drivers and tools people
+//! actually use"): one small program per client in `tests/compat/`, each run
+//! twice with the same scenario, once through sqlease (with credentials
+//! rotated every second while its loop of prepared statements runs) and once
+//! directly against MariaDB. Both runs must pass, and what they read back
+//! must be the same. The programs print one JSON line; see docs/compat.md.
+//!
+//! The clients are installed by scripts/test.sh. A client that is missing
+//! makes its test fail with the command that installs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use sqlease::app::Running;
+use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation};
+use sqlease::secret::SecretString;
+use sqlease::server::Shared;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// How long each program's rotation loop runs, and how often sqlease's
+/// credentials are rotated while it does.
+const LOOP_SECS: u64 = 4;
+const ROTATE_EVERY: Duration = Duration::from_millis(1000);
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A credential source driven by the test: every generation is a MySQL user
+/// created for it (what a Vault lease is to MariaDB); retired generations
+/// nobody uses any more are dropped (what revoking the lease does).
+struct Rotator {
+    db: &'static MariaDb,
+    publisher: CredentialPublisher,
+    next: AtomicU64,
+    prefix: String,
+    gens: std::sync::Mutex<Vec<Arc<Generation>>>,
+}
+
+impl Rotator {
+    fn new(db: &'static MariaDb, prefix: &str) -> (Arc<Rotator>, CredentialHandle) {
+        let (h, p) = CredentialHandle::channel("rot");
+        (
+            Arc::new(Rotator {
+                db,
+                publisher: p,
+                next: AtomicU64::new(1),
+                prefix: prefix.to_string(),
+                gens: Default::default(),
+            }),
+            h,
+        )
+    }
+
+    fn rotate(&self) {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let user = format!("{}{n}", self.prefix);
+        let pw = format!("pw-{n}-x");
+        self.db
+            .cli(&format!(
+                "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'; GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';"
+            ))
+            .unwrap();
+        let g = Generation::new(n, user, SecretString::from(pw), None);
+        let mut gens = self.gens.lock().unwrap();
+        if let Some(old) = gens.last() {
+            old.retire();
+        }
+        gens.push(Arc::clone(&g));
+        self.publisher.tx.send(Some(g)).unwrap();
+    }
+
+    fn drop_unused(&self) {
+        let mut gens = self.gens.lock().unwrap();
+        gens.retain(|g| {
+            if g.is_retired() && g.live_connections() == 0 {
+                self.db
+                    .cli(&format!("DROP USER IF EXISTS '{}'@'%'", g.username))
+                    .unwrap();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn rotations(&self) -> u64 {
+        self.next.load(Ordering::SeqCst) - 1
+    }
+}
+
+async fn start_rotating(prefix: &str) -> (Running, Arc<Rotator>) {
+    let db = db();
+    init_logging();
+    let (rot, handle) = Rotator::new(db, prefix);
+    rot.rotate();
+    let cfg = sqlease::config::Config::from_toml(&config_toml(db, "", "")).unwrap();
+    let mut supplied = std::collections::BTreeMap::new();
+    supplied.insert("static".to_string(), handle);
+    let r = sqlease::app::start_with_sources(cfg, supplied)
+        .await
+        .expect("start sqlease");
+    (r, rot)
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn on_path(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|f| f.is_file())
+    })
+}
+
+/// The interpreter for a client's program, or a test failure that says how
+/// to install it.
+fn require(cmd: &str, install: &str) -> PathBuf {
+    on_path(cmd).unwrap_or_else(|| {
+        panic!("client not installed: `{cmd}` is not on PATH. Install it with scripts/test.sh ({install}).")
+    })
+}
+
+fn python() -> PathBuf {
+    let py = repo().join("target/compat-venv/bin/python");
+    assert!(
+        py.is_file(),
+        "client not installed: {} is missing. scripts/test.sh creates it (python3 -m venv target/compat-venv; \
+         pip install -r tests/compat/python/requirements.txt).",
+        py.display()
+    );
+    py
+}
+
+fn node() -> PathBuf {
+    let n = require("node", "Debian package nodejs");
+    let m = repo().join("tests/compat/node/node_modules/mysql2/package.json");
+    assert!(
+        m.is_file(),
+        "client not installed: {} is missing. scripts/test.sh installs it (npm ci in tests/compat/node).",
+        m.display()
+    );
+    n
+}
+
+/// Where a program connects.
+struct Target {
+    port: u16,
+    user: &'static str,
+    password: &'static str,
+    rotation: bool,
+}
+
+/// Runs one program to completion against `target`. When `rot` is given,
+/// credentials are rotated every ROTATE_EVERY from the moment the program
+/// prints LOOP_START until it exits. Returns the program's JSON line.
+async fn run_program(
+    name: &str,
+    argv: &[PathBuf],
+    target: Target,
+    database: &str,
+    rot: Option<(Arc<Rotator>, Arc<Shared>)>,
+) -> Value {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(repo())
+        .env("COMPAT_HOST", "127.0.0.1")
+        .env("COMPAT_PORT", target.port.to_string())
+        .env("COMPAT_USER", target.user)
+        .env("COMPAT_PASSWORD", target.password)
+        .env("COMPAT_DB", database)
+        .env("COMPAT_ROTATION", if target.rotation { "1" } else { "0" })
+        .env("COMPAT_LOOP_SECS", LOOP_SECS.to_string())
+        .env("COMPAT_TRACE", "1")
+        .env("MYSQL_TEST_LOGIN_FILE", "/nonexistent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name}: cannot start {:?}: {e}", argv[0]));
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+            s.push_str(&line);
+            line.clear();
+        }
+        s
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rotator_thread = None;
+    let mut accepted_at_loop = None;
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(stdout).lines();
+    let where_ = if target.rotation {
+        "sqlease"
+    } else {
+        "MariaDB"
+    };
+    let read_all = async {
+        while let Some(line) = reader.next_line().await.unwrap() {
+            if line.trim() == "LOOP_START" {
+                if let Some((rot, shared)) = rot.clone() {
+                    accepted_at_loop = Some(
+                        shared
+                            .metrics
+                            .client_connections_total
+                            .load(Ordering::SeqCst),
+                    );
+                    let stop = Arc::clone(&stop);
+                    rotator_thread = Some(std::thread::spawn(move || {
+                        let mut next = Instant::now() + ROTATE_EVERY / 2;
+                        while !stop.load(Ordering::SeqCst) {
+                            if Instant::now() >= next {
+                                rot.rotate();
+                                rot.drop_unused();
+                                next += ROTATE_EVERY;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }));
+                }
+            }
+            lines.push(line);
+        }
+        child.wait().await.unwrap()
+    };
+    let status = tokio::time::timeout(RUN_TIMEOUT, read_all).await;
+    stop.store(true, Ordering::SeqCst);
+    if let Some(t) = rotator_thread {
+        t.join().expect("rotator thread");
+    }
+    if status.is_err() {
+        let _ = child.start_kill();
+    }
+    let stderr = tokio::time::timeout(Duration::from_secs(5), err_task)
+        .await
+        .map(|r| r.unwrap_or_default())
+        .unwrap_or_default();
+    let status = status.unwrap_or_else(|_| {
+        panic!(
+            "{name} against {where_}: no result within {RUN_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{stderr}",
+            lines.join("\n")
+        )
+    });
+    let json = lines.iter().rev().find_map(|l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .filter(Value::is_object)
+    });
+    match (status.success(), json) {
+        (true, Some(mut v)) => {
+            // Clients sqlease accepted while the loop ran: a reconnect shows.
+            if let (Some(n0), Some((_, shared))) = (accepted_at_loop, &rot) {
+                let n1 = shared
+                    .metrics
+                    .client_connections_total
+                    .load(Ordering::SeqCst);
+                v["accepted_during_loop"] = (n1 - n0).into();
+            }
+            println!("{name} against {where_}: {v}");
+            if !stderr.trim().is_empty() {
+                println!("{name} against {where_}, stderr:\n{stderr}");
+            }
+            v
+        }
+        (_, j) => panic!(
+            "{name} against {where_}: exit {status}, result {j:?}\nstdout:\n{}\nstderr:\n{stderr}",
+            lines.join("\n")
+        ),
+    }
+}
+
+/// Runs a client's program through sqlease and directly against MariaDB
+/// (in parallel) and checks both results.
+async fn check_client(name: &str, argv: Vec<PathBuf>) {
+    let db = db();
+    let via = format!("compat_{}_p", name.replace('-', "_"));
+    let direct = format!("compat_{}_d", name.replace('-', "_"));
+    db.cli(&format!(
+        "DROP DATABASE IF EXISTS {via}; CREATE DATABASE {via}; DROP DATABASE IF EXISTS {direct}; CREATE DATABASE {direct};"
+    ))
+    .unwrap();
+    let prefix = format!("cx_{}_", name.replace('-', "_"));
+    let (r, rot) = start_rotating(&prefix).await;
+    let port = r.addr("main").unwrap().port();
+    let (p, d) = tokio::join!(
+        run_program(
+            name,
+            &argv,
+            Target {
+                port,
+                user: LOCAL_USER,
+                password: LOCAL_PASSWORD,
+                rotation: true,
+            },
+            &via,
+            Some((Arc::clone(&rot), Arc::clone(&r.shared))),
+        ),
+        run_program(
+            name,
+            &argv,
+            Target {
+                port: db.port(),
+                user: UP_USER,
+                password: UP_PASSWORD,
+                rotation: false,
+            },
+            &direct,
+            None,
+        )
+    );
+    let no_failures = |v: &Value, where_: &str| {
+        let f = v["failures"].as_array().cloned().unwrap_or_default();
+        assert!(
+            f.is_empty(),
+            "{name} failed against {where_}: {}",
+            serde_json::to_string_pretty(&f).unwrap()
+        );
+    };
+    // Directly first: if the program fails there, the program is wrong.
+    no_failures(&d, "MariaDB directly");
+    no_failures(&p, "sqlease");
+    assert!(
+        d["rotation"].is_null(),
+        "{name}: the direct run must skip rotation"
+    );
+    // Everything the program read back is the same through sqlease.
+    assert_eq!(
+        p["facts"], d["facts"],
+        "{name}: results through sqlease differ from MariaDB's"
+    );
+    check_expected_facts(name, &d["facts"]);
+    // The rotation loop: no error, the user changed, the connection id did not.
+    let rt = &p["rotation"];
+    let errors = rt["errors"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(
+        errors, 0,
+        "{name}: errors in the rotation loop through sqlease: {}",
+        rt["first_error"]
+    );
+    let iterations = rt["iterations"].as_u64().unwrap_or(0);
+    assert!(
+        iterations >= 10,
+        "{name}: only {iterations} iterations in the loop: {rt}"
+    );
+    let users = rt["users"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        users >= 2,
+        "{name}: CURRENT_USER() never changed over {} rotations: {rt}",
+        rot.rotations()
+    );
+    // The client library's connection id (from the handshake), where it has
+    // an API for it; and in any case no new client connection to sqlease.
+    if !rt["conn_ids"].is_null() {
+        let ids = rt["conn_ids"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ids.len(), 1, "{name}: the connection id changed: {rt}");
+    }
+    assert_eq!(
+        p["accepted_during_loop"],
+        Value::from(0),
+        "{name}: the client reconnected during the rotation loop"
+    );
+    r.shutdown(Duration::from_secs(2)).await;
+    rot.drop_unused();
+}
+
+/// Facts every program reports, with the values MariaDB gives.
+fn check_expected_facts(name: &str, f: &Value) {
+    let want = |key: &str, v: Value| {
+        if !f[key].is_null() || v.is_null() {
+            assert_eq!(f[key], v, "{name}: fact {key}");
+        } else {
+            panic!("{name}: fact {key} not reported: {f}");
+        }
+    };
+    want(
+        "readback",
+        serde_json::json!([
+            "42",
+            "12345.6789",
+            "h\u{e9}llo \u{1F600} w\u{f6}rld \u{2713}",
+            "15",
+            "2024-02-29 13:14:15.123456",
+            "1",
+            "000102FFFE275C00"
+        ]),
+    );
+    want("big_rows", 50_000.into());
+    want("big_sum", 1_250_025_000u64.into());
+    want("after_rollback", 0.into());
+    want("after_commit", 1.into());
+    want("syntax_error_code", 1064.into());
+    want("after_error", 2.into());
+    want("same_conn_after_error", true.into());
+}
+
+fn py(prog: &str) -> Vec<PathBuf> {
+    vec![python(), repo().join("tests/compat/python").join(prog)]
+}
+
+fn php(mode: &str) -> Vec<PathBuf> {
+    vec![
+        require("php", "Debian packages php-cli php-mysql"),
+        repo().join("tests/compat/php/compat.php"),
+        mode.into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_pymysql() {
+    check_client("pymysql", py("pymysql_compat.py")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_mysql_connector() {
+    check_client("mysql-connector", py("connector_compat.py")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sqlalchemy_pymysql() {
+    check_client("sqlalchemy", py("sqlalchemy_compat.py")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_pdo_emulated_prepares() {
+    check_client("pdo-emulated", php("pdo-emulated")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_pdo_native_prepares() {
+    check_client("pdo-native", php("pdo-native")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_mysqli() {
+    check_client("mysqli", php("mysqli")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_mysql2() {
+    check_client(
+        "node-mysql2",
+        vec![node(), repo().join("tests/compat/node/compat.js")],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ruby_mysql2() {
+    check_client(
+        "ruby-mysql2",
+        vec![
+            require("ruby", "Debian package ruby-mysql2"),
+            repo().join("tests/compat/ruby/compat.rb"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perl_dbd_mariadb() {
+    check_client(
+        "perl-dbd-mariadb",
+        vec![
+            require("perl", "Debian package libdbd-mariadb-perl"),
+            repo().join("tests/compat/perl/compat.pl"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_mariadb_cli_dump_import() {
+    require("mariadb-dump", "Debian package mariadb-client");
+    require("mariadb-import", "Debian package mariadb-client");
+    check_client(
+        "mariadb-tools",
+        vec![
+            require("bash", "Debian package bash"),
+            repo().join("tests/compat/tools/compat.sh"),
+        ],
+    )
+    .await;
+}
