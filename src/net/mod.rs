@@ -115,13 +115,18 @@ pub enum ReadError {
 }
 
 /// Initial capacity of a connection's read buffer.
-const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 4 * 1024;
+/// Largest read size the adaptive read buffer grows to.
+const MAX_READ: usize = 256 * 1024;
 
 /// A stream with a read buffer, read and written in MySQL packets.
 pub struct PacketConn {
     pub stream: Stream,
     pub rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Size of the next read: doubles while reads fill the buffer (big
+    /// results), back to small when the connection goes idle.
+    read_hint: usize,
 }
 
 impl std::fmt::Debug for PacketConn {
@@ -138,16 +143,35 @@ impl PacketConn {
             stream,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            read_hint: READ_BUF,
         }
+    }
+
+    /// Gives the read and write buffers back when the connection is idle
+    /// (thousands of idle sessions must cost little memory).
+    pub fn shrink_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+        self.read_hint = READ_BUF;
     }
 
     /// Reads more bytes into the buffer. `Ok(0)` is end of stream.
     /// Cancel safe.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(READ_BUF);
+        let space = self.rbuf.capacity() - self.rbuf.len();
+        if space < 1024 {
+            self.rbuf.reserve(self.read_hint);
         }
-        self.stream.read_buf(&mut self.rbuf).await
+        let space = self.rbuf.capacity() - self.rbuf.len();
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if n == space && self.read_hint < MAX_READ {
+            self.read_hint *= 2;
+        }
+        Ok(n)
     }
 
     /// Reads one logical packet through the buffer.

@@ -175,6 +175,11 @@ impl Session {
                 }
             }
             let strict_deadline = self.strict_deadline();
+            // Idle between commands: keep no buffer around.
+            self.client.shrink_idle();
+            if let Some(u) = self.up.as_mut() {
+                u.conn.shrink_idle();
+            }
             let client = &mut self.client;
             let up = &mut self.up;
             let nudge = &self.info.nudge;
