@@ -149,6 +149,21 @@ fn node() -> PathBuf {
     n
 }
 
+/// Rotates every ROTATE_EVERY (the first after half of it) until `stop`.
+fn rotate_until(rot: Arc<Rotator>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = Instant::now() + ROTATE_EVERY / 2;
+        while !stop.load(Ordering::SeqCst) {
+            if Instant::now() >= next {
+                rot.rotate();
+                rot.drop_unused();
+                next += ROTATE_EVERY;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
 /// Where a program connects.
 struct Target {
     port: u16,
@@ -219,17 +234,7 @@ async fn run_program(
                             .load(Ordering::SeqCst),
                     );
                     let stop = Arc::clone(&stop);
-                    rotator_thread = Some(std::thread::spawn(move || {
-                        let mut next = Instant::now() + ROTATE_EVERY / 2;
-                        while !stop.load(Ordering::SeqCst) {
-                            if Instant::now() >= next {
-                                rot.rotate();
-                                rot.drop_unused();
-                                next += ROTATE_EVERY;
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                    }));
+                    rotator_thread = Some(rotate_until(rot, Arc::clone(&stop)));
                 }
             }
             lines.push(line);
@@ -321,6 +326,13 @@ async fn check_client(name: &str, argv: Vec<PathBuf>) {
             None,
         )
     );
+    check_results(name, &p, &d, &rot);
+    r.shutdown(Duration::from_secs(2)).await;
+    rot.drop_unused();
+}
+
+/// Checks the results of one client through sqlease (`p`) and directly (`d`).
+fn check_results(name: &str, p: &Value, d: &Value, rot: &Rotator) {
     let no_failures = |v: &Value, where_: &str| {
         let f = v["failures"].as_array().cloned().unwrap_or_default();
         assert!(
@@ -330,8 +342,8 @@ async fn check_client(name: &str, argv: Vec<PathBuf>) {
         );
     };
     // Directly first: if the program fails there, the program is wrong.
-    no_failures(&d, "MariaDB directly");
-    no_failures(&p, "sqlease");
+    no_failures(d, "MariaDB directly");
+    no_failures(p, "sqlease");
     assert!(
         d["rotation"].is_null(),
         "{name}: the direct run must skip rotation"
@@ -372,8 +384,6 @@ async fn check_client(name: &str, argv: Vec<PathBuf>) {
         Value::from(0),
         "{name}: the client reconnected during the rotation loop"
     );
-    r.shutdown(Duration::from_secs(2)).await;
-    rot.drop_unused();
 }
 
 /// Facts every program reports, with the values MariaDB gives.
@@ -419,37 +429,37 @@ fn php(mode: &str) -> Vec<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_pymysql() {
+async fn compat_python_pymysql() {
     check_client("pymysql", py("pymysql_compat.py")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_mysql_connector() {
+async fn compat_python_mysql_connector() {
     check_client("mysql-connector", py("connector_compat.py")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sqlalchemy_pymysql() {
+async fn compat_python_sqlalchemy_pymysql() {
     check_client("sqlalchemy", py("sqlalchemy_compat.py")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_pdo_emulated_prepares() {
+async fn compat_php_pdo_emulated_prepares() {
     check_client("pdo-emulated", php("pdo-emulated")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_pdo_native_prepares() {
+async fn compat_php_pdo_native_prepares() {
     check_client("pdo-native", php("pdo-native")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_mysqli() {
+async fn compat_php_mysqli() {
     check_client("mysqli", php("mysqli")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_mysql2() {
+async fn compat_node_mysql2() {
     check_client(
         "node-mysql2",
         vec![node(), repo().join("tests/compat/node/compat.js")],
@@ -458,7 +468,7 @@ async fn node_mysql2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ruby_mysql2() {
+async fn compat_ruby_mysql2() {
     check_client(
         "ruby-mysql2",
         vec![
@@ -470,7 +480,7 @@ async fn ruby_mysql2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn perl_dbd_mariadb() {
+async fn compat_perl_dbd_mariadb() {
     check_client(
         "perl-dbd-mariadb",
         vec![
@@ -482,7 +492,7 @@ async fn perl_dbd_mariadb() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_mariadb_cli_dump_import() {
+async fn compat_tools_mariadb_cli_dump_import() {
     require("mariadb-dump", "Debian package mariadb-client");
     require("mariadb-import", "Debian package mariadb-client");
     check_client(
@@ -493,4 +503,186 @@ async fn tools_mariadb_cli_dump_import() {
         ],
     )
     .await;
+}
+
+/// The same scenario with mysql_async (the Rust client sqlease's own tests
+/// use), in process: binary-protocol statements, a pool (which resets
+/// connections with COM_RESET_CONNECTION when they come back) and the
+/// rotation loop on one pooled connection.
+async fn mysql_async_scenario(
+    opts: mysql_async::Opts,
+    rot: Option<(Arc<Rotator>, Arc<Shared>)>,
+) -> Value {
+    use mysql_async::prelude::*;
+    use mysql_async::Value as V;
+    let mut failures: Vec<String> = Vec::new();
+    let mut f = serde_json::Map::new();
+    let pool = mysql_async::Pool::new(
+        mysql_async::OptsBuilder::from_opts(opts).pool_opts(
+            mysql_async::PoolOpts::default()
+                .with_constraints(mysql_async::PoolConstraints::new(1, 1).unwrap()),
+        ),
+    );
+    let res: Result<(), mysql_async::Error> = async {
+        let mut c = pool.get_conn().await?;
+        let tid0 = c.id();
+        let (a, b): (i64, String) = c.query_first("SELECT 1 + 1, 'x'").await?.unwrap();
+        f.insert("text_query".into(), serde_json::json!([a.to_string(), b]));
+        c.query_drop("DROP TABLE IF EXISTS t").await?;
+        c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, d DECIMAL(12,4), s VARCHAR(100), dt DATETIME(6), n INT NULL, b BLOB) CHARSET utf8mb4").await?;
+        let text = "h\u{e9}llo \u{1F600} w\u{f6}rld \u{2713}";
+        let blob: Vec<u8> = vec![0, 1, 2, 255, 254, 0x27, 0x5c, 0];
+        c.exec_drop(
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                42,
+                V::Bytes(b"12345.6789".to_vec()),
+                text,
+                V::Date(2024, 2, 29, 13, 14, 15, 123_456),
+                V::NULL,
+                blob.clone(),
+            ),
+        )
+        .await?;
+        let row: mysql_async::Row = c
+            .exec_first("SELECT id, CAST(d AS CHAR), s, CHAR_LENGTH(s), DATE_FORMAT(dt, '%Y-%m-%d %H:%i:%s.%f'), n IS NULL, HEX(b) FROM t WHERE id = ?", (42,))
+            .await?
+            .unwrap();
+        let strs: Vec<String> = row
+            .unwrap()
+            .into_iter()
+            .map(|v| match v {
+                V::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                V::Int(i) => i.to_string(),
+                V::UInt(i) => i.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        f.insert("readback".into(), serde_json::json!(strs));
+        let (dt, b, n): (V, Vec<u8>, Option<i32>) =
+            c.exec_first("SELECT dt, b, n FROM t WHERE id = ?", (42,)).await?.unwrap();
+        if dt != V::Date(2024, 2, 29, 13, 14, 15, 123_456) || b != blob || n.is_some() {
+            failures.push(format!("binary readback: {dt:?} {b:?} {n:?}"));
+        }
+        let big: Vec<(u64, String)> = c.query("SELECT seq, CONCAT('row-', seq) FROM seq_1_to_50000").await?;
+        f.insert("big_rows".into(), big.len().into());
+        f.insert("big_sum".into(), big.iter().map(|r| r.0).sum::<u64>().into());
+        let big: Vec<(u64, String)> = c.exec("SELECT seq, CONCAT('row-', seq) FROM seq_1_to_50000 WHERE seq > ?", (0,)).await?;
+        f.insert("big_rows_prepared".into(), big.len().into());
+        c.query_drop("DROP TABLE IF EXISTS tx").await?;
+        c.query_drop("CREATE TABLE tx (id INT PRIMARY KEY) ENGINE=InnoDB").await?;
+        {
+            let mut tx = c.start_transaction(Default::default()).await?;
+            tx.exec_drop("INSERT INTO tx VALUES (?)", (1,)).await?;
+            tx.rollback().await?;
+        }
+        let n: i64 = c.query_first("SELECT COUNT(*) FROM tx").await?.unwrap();
+        f.insert("after_rollback".into(), n.into());
+        {
+            let mut tx = c.start_transaction(Default::default()).await?;
+            tx.exec_drop("INSERT INTO tx VALUES (?)", (2,)).await?;
+            tx.commit().await?;
+        }
+        let n: i64 = c.query_first("SELECT COUNT(*) FROM tx").await?.unwrap();
+        f.insert("after_commit".into(), n.into());
+        match c.query_drop("SELEC 1").await {
+            Err(mysql_async::Error::Server(e)) => {
+                f.insert("syntax_error_code".into(), e.code.into());
+            }
+            other => failures.push(format!("syntax error: {other:?}")),
+        }
+        let two: i64 = c.query_first("SELECT 2").await?.unwrap();
+        f.insert("after_error".into(), two.into());
+        f.insert("same_conn_after_error".into(), (c.id() == tid0).into());
+        // Back to the pool with a variable and an open transaction: the pool
+        // resets the connection before handing it out again.
+        c.query_drop("SET @x = 42").await?;
+        c.query_drop("BEGIN").await?;
+        c.query_drop("INSERT INTO tx VALUES (10)").await?;
+        drop(c);
+        let mut c = pool.get_conn().await?;
+        let (x, n, three): (i64, i64, i64) = c
+            .exec_first("SELECT @x IS NULL, (SELECT COUNT(*) FROM tx WHERE id = ?), 3", (10,))
+            .await?
+            .unwrap();
+        f.insert("pool_after_reset".into(), serde_json::json!([x.to_string(), n.to_string(), three.to_string()]));
+        f.insert("pool_same_conn".into(), (c.id() == tid0).into());
+        drop(c);
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        failures.push(format!("scenario: {e}"));
+    }
+    let mut out = serde_json::json!({"client": "mysql_async", "version": "0.37", "failures": failures, "facts": f, "rotation": null});
+    if let Some((rot, shared)) = rot {
+        let mut c = pool.get_conn().await.expect("pooled connection");
+        let stmt = c
+            .prep("SELECT CURRENT_USER(), CONNECTION_ID(), ? + 1")
+            .await
+            .unwrap();
+        let n0 = shared
+            .metrics
+            .client_connections_total
+            .load(Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = rotate_until(rot, Arc::clone(&stop));
+        let (mut users, mut cids, mut sids) =
+            (Vec::<String>::new(), Vec::<u32>::new(), Vec::<u64>::new());
+        let (mut errors, mut first_error, mut i) = (0u64, None::<String>, 0i64);
+        let end = Instant::now() + Duration::from_secs(LOOP_SECS);
+        while Instant::now() < end {
+            i += 1;
+            match c.exec_first::<(String, u64, i64), _, _>(&stmt, (i,)).await {
+                Ok(Some((u, sid, v))) if v == i + 1 => {
+                    if !users.contains(&u) {
+                        users.push(u);
+                    }
+                    if !sids.contains(&sid) {
+                        sids.push(sid);
+                    }
+                }
+                other => {
+                    errors += 1;
+                    first_error.get_or_insert(format!("iteration {i}: {other:?}"));
+                }
+            }
+            if !cids.contains(&c.id()) {
+                cids.push(c.id());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap();
+        out["rotation"] = serde_json::json!({"iterations": i, "errors": errors, "first_error": first_error,
+            "users": users, "conn_ids": cids, "server_ids": sids});
+        out["accepted_during_loop"] = (shared
+            .metrics
+            .client_connections_total
+            .load(Ordering::SeqCst)
+            - n0)
+            .into();
+        drop(c);
+    }
+    pool.disconnect().await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_rust_mysql_async() {
+    let db = db();
+    db.cli("DROP DATABASE IF EXISTS compat_mysql_async_p; CREATE DATABASE compat_mysql_async_p; DROP DATABASE IF EXISTS compat_mysql_async_d; CREATE DATABASE compat_mysql_async_d;")
+        .unwrap();
+    let (r, rot) = start_rotating("cx_mysql_async_").await;
+    let (p, d) = tokio::join!(
+        mysql_async_scenario(
+            proxy_opts(&r, Some("compat_mysql_async_p")),
+            Some((Arc::clone(&rot), Arc::clone(&r.shared)))
+        ),
+        mysql_async_scenario(direct_opts(Some("compat_mysql_async_d")), None)
+    );
+    println!("mysql_async against sqlease: {p}\nmysql_async against MariaDB: {d}");
+    check_results("mysql_async", &p, &d, &rot);
+    r.shutdown(Duration::from_secs(2)).await;
+    rot.drop_unused();
 }
