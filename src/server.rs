@@ -201,6 +201,8 @@ pub struct ListenerCtx {
     pub max_connections: u32,
     pub handshake_timeout: Duration,
     pub active: AtomicU32,
+    /// Ready upstream connections (see `session::pool`).
+    pub pool: crate::session::pool::IdlePool,
 }
 
 /// Builds the upstream target of a listener.
@@ -346,6 +348,7 @@ pub async fn bind(
             max_connections: l.max_connections,
             handshake_timeout: l.handshake_timeout,
             active: AtomicU32::new(0),
+            pool: crate::session::pool::IdlePool::new(l.upstream.idle_pool),
         }),
         tcp,
         unix,
@@ -409,6 +412,11 @@ async fn nudge_sessions(ctx: Arc<ListenerCtx>, shared: Arc<Shared>) {
                     return;
                 }
             }
+        }
+        match (*shutdown.borrow(), ctx.credentials.current()) {
+            (true, _) => ctx.pool.clear(),
+            (false, Some(g)) => ctx.pool.retain_generation(g.id),
+            (false, None) => ctx.pool.clear(),
         }
         for s in shared.registry.all() {
             if Arc::ptr_eq(&s.listener, &ctx) || *shutdown.borrow() {

@@ -501,6 +501,9 @@ address = "127.0.0.1:{port}"
 credentials = "vault"
 tls = "disabled"
 connect_timeout = "2s"
+# These tests count upstream sessions exactly and detect revoked credentials
+# through new upstream logins: no ready-connection pool.
+idle_pool = 0
 
 [credentials.vault]
 type = "vault"

@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_millis(200);
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of ready upstream connections per listener.
+pub const DEFAULT_IDLE_POOL: usize = 8;
 /// Default largest packet accepted from a client.
 pub const DEFAULT_MAX_ALLOWED_PACKET: u32 = 64 * 1024 * 1024;
 /// Default time in-flight commands get to finish at shutdown.
@@ -194,6 +196,10 @@ pub struct UpstreamConfig {
     /// Time allowed to connect and authenticate.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// Authenticated upstream connections kept ready for new client
+    /// sessions (0 disables).
+    #[serde(default = "default_idle_pool")]
+    pub idle_pool: usize,
 }
 
 /// Upstream TLS modes, named as MySQL's `--ssl-mode`.
@@ -405,6 +411,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_max_allowed_packet() -> u32 {
     DEFAULT_MAX_ALLOWED_PACKET
+}
+fn default_idle_pool() -> usize {
+    DEFAULT_IDLE_POOL
 }
 fn default_db_mount() -> String {
     "database".into()

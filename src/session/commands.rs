@@ -314,7 +314,7 @@ impl Session {
         reply_seq: u8,
     ) -> Result<bool, End> {
         match e {
-            RelayError::Client(_) | RelayError::ClientClosed => Err(End::ClientGone),
+            RelayError::Client(_) | RelayError::ClientClosed => Err(End::ClientGoneMidCommand),
             RelayError::ClientProtocol(m) => {
                 info!(error = %m, "closing: client protocol error");
                 Err(End::Protocol)

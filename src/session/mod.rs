@@ -3,6 +3,7 @@
 
 pub mod classify;
 mod commands;
+pub mod pool;
 pub mod relay;
 pub mod state;
 mod swap;
@@ -71,6 +72,8 @@ pub struct Session {
 enum End {
     ClientQuit,
     ClientGone,
+    /// The client went away while a response was being relayed.
+    ClientGoneMidCommand,
     Killed,
     Shutdown,
     DeadlineStrict,
@@ -306,6 +309,42 @@ impl Session {
         }
     }
 
+    /// Hands a clean upstream connection back to the listener's pool after
+    /// a normal end of session. Only when the reset is known to restore
+    /// exactly the pooled state: same schema, and the client's collation is
+    /// the server's default (which COM_RESET_CONNECTION restores).
+    fn recycle_upstream(&mut self, end: End, key: &pool::PoolKey) {
+        if !matches!(end, End::ClientQuit | End::ClientGone)
+            || self.doomed.is_some()
+            || self.lost_transaction
+            || self.collation != self.ctx.server.collation
+            || self.state.schema.as_deref() != key.database()
+            || !self.ctx.pool.has_room()
+        {
+            return;
+        }
+        let current = self.ctx.credentials.current().map(|g| g.id);
+        let Some(up) = self.up.take() else { return };
+        if Some(up.generation().id) != current {
+            self.up = Some(up);
+            return;
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut up = up;
+            if pool::reset_for_reuse(&mut up, None).await {
+                up.conn.shrink_idle();
+                ctx.pool.put(key, up);
+            } else {
+                let _ = up
+                    .conn
+                    .write_packet(0, &[crate::protocol::command::com::QUIT])
+                    .await;
+            }
+        });
+    }
+
     /// The hard deadline to act on under the strict policy.
     fn strict_deadline(&self) -> Option<tokio::time::Instant> {
         if self.shared.deadline_policy != crate::config::DeadlinePolicy::Strict {
@@ -463,7 +502,18 @@ pub async fn run(
         attributes: attributes.clone(),
         replay_assignments: Vec::new(),
     };
-    let up = match open_upstream(&ctx, params).await {
+    let key = pool::PoolKey::of(&params);
+    let pooled = ctx
+        .credentials
+        .current()
+        .and_then(|g| ctx.pool.take(&key, g.id));
+    let opened = match pooled {
+        Some(u) => Ok(u),
+        None => open_upstream(&ctx, params.clone()).await,
+    };
+    // Keep a connection ready for the next login.
+    pool::refill(Arc::clone(&ctx), params);
+    let up = match opened {
         Ok(u) => u,
         Err(e) => {
             info!(error = %e, "could not open the upstream connection for a new client");
@@ -523,6 +573,7 @@ pub async fn run(
     s.latest = s.gen_rx.borrow_and_update().clone();
     let end = s.run_loop().await;
     debug!(?end, "session ended");
+    s.recycle_upstream(end, &key);
     if let Some(mut u) = s.up.take() {
         let _ = u
             .conn
