@@ -238,6 +238,27 @@ fn handshake_response(
     p
 }
 
+/// Runs one step of the client-side authentication plugin.
+fn auth_step(
+    proc: &mut AuthProc,
+    pass: &[u8],
+    tls: bool,
+    ipc: bool,
+    scramble: &[u8],
+    challenge: &[u8],
+) -> Result<Response, BackendError> {
+    proc.run(
+        AuthCtx {
+            pass,
+            tls,
+            ipc,
+            scramble,
+        },
+        challenge,
+    )
+    .map_err(|e| BackendError::Plugin(e.to_string()))
+}
+
 fn check_plugin(plugin: &[u8], tls: bool, ipc: bool) -> Result<AuthProc, BackendError> {
     if plugin == b"mysql_clear_password" && !tls && !ipc {
         return Err(BackendError::Plugin(
@@ -305,17 +326,7 @@ async fn connect_inner(
     let mut nonce = g.nonce.clone();
     let mut plugin = g.plugin.clone();
     let mut proc = check_plugin(&plugin, tls, ipc)?;
-    let first = proc
-        .run(
-            AuthCtx {
-                pass: password,
-                tls,
-                ipc,
-                scramble: &nonce,
-            },
-            &nonce,
-        )
-        .map_err(|e| BackendError::Plugin(e.to_string()))?;
+    let first = auth_step(&mut proc, password, tls, ipc, &nonce, &nonce)?;
     let mut auth = first.data().map(|d| d.to_vec()).unwrap_or_default();
     let hr = handshake_response(
         caps,
@@ -349,31 +360,9 @@ async fn connect_inner(
                 plugin = name.to_vec();
                 nonce = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
                 proc = check_plugin(&plugin, tls, ipc)?;
-                Some(
-                    proc.run(
-                        AuthCtx {
-                            pass: password,
-                            tls,
-                            ipc,
-                            scramble: &nonce,
-                        },
-                        &nonce,
-                    )
-                    .map_err(|e| BackendError::Plugin(e.to_string()))?,
-                )
+                Some(auth_step(&mut proc, password, tls, ipc, &nonce, &nonce)?)
             }
-            Some(0x01) => Some(
-                proc.run(
-                    AuthCtx {
-                        pass: password,
-                        tls,
-                        ipc,
-                        scramble: &nonce,
-                    },
-                    &p[1..],
-                )
-                .map_err(|e| BackendError::Plugin(e.to_string()))?,
-            ),
+            Some(0x01) => Some(auth_step(&mut proc, password, tls, ipc, &nonce, &p[1..])?),
             _ => {
                 return Err(BackendError::Protocol(format!(
                     "auth packet starting with {:?}",

@@ -12,15 +12,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::rotator::Rotator;
 use common::*;
 use serde_json::Value;
 use sqlease::app::Running;
-use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation};
-use sqlease::secret::SecretString;
+
 use sqlease::server::Shared;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -30,74 +30,11 @@ const LOOP_SECS: u64 = 4;
 const ROTATE_EVERY: Duration = Duration::from_millis(1000);
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A credential source driven by the test: every generation is a MySQL user
-/// created for it (what a Vault lease is to MariaDB); retired generations
-/// nobody uses any more are dropped (what revoking the lease does).
-struct Rotator {
-    db: &'static MariaDb,
-    publisher: CredentialPublisher,
-    next: AtomicU64,
-    prefix: String,
-    gens: std::sync::Mutex<Vec<Arc<Generation>>>,
-}
-
-impl Rotator {
-    fn new(db: &'static MariaDb, prefix: &str) -> (Arc<Rotator>, CredentialHandle) {
-        let (h, p) = CredentialHandle::channel("rot");
-        (
-            Arc::new(Rotator {
-                db,
-                publisher: p,
-                next: AtomicU64::new(1),
-                prefix: prefix.to_string(),
-                gens: Default::default(),
-            }),
-            h,
-        )
-    }
-
-    fn rotate(&self) {
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let user = format!("{}{n}", self.prefix);
-        let pw = format!("pw-{n}-x");
-        self.db
-            .cli(&format!(
-                "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'; GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';"
-            ))
-            .unwrap();
-        let g = Generation::new(n, user, SecretString::from(pw), None);
-        let mut gens = self.gens.lock().unwrap();
-        if let Some(old) = gens.last() {
-            old.retire();
-        }
-        gens.push(Arc::clone(&g));
-        self.publisher.tx.send(Some(g)).unwrap();
-    }
-
-    fn drop_unused(&self) {
-        let mut gens = self.gens.lock().unwrap();
-        gens.retain(|g| {
-            if g.is_retired() && g.live_connections() == 0 {
-                self.db
-                    .cli(&format!("DROP USER IF EXISTS '{}'@'%'", g.username))
-                    .unwrap();
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    fn rotations(&self) -> u64 {
-        self.next.load(Ordering::SeqCst) - 1
-    }
-}
-
 async fn start_rotating(prefix: &str) -> (Running, Arc<Rotator>) {
     let db = db();
     init_logging();
     let (rot, handle) = Rotator::new(db, prefix);
-    rot.rotate();
+    rot.rotate(None);
     let cfg = sqlease::config::Config::from_toml(&config_toml(db, "", "")).unwrap();
     let mut supplied = std::collections::BTreeMap::new();
     supplied.insert("static".to_string(), handle);
@@ -155,7 +92,7 @@ fn rotate_until(rot: Arc<Rotator>, stop: Arc<AtomicBool>) -> std::thread::JoinHa
         let mut next = Instant::now() + ROTATE_EVERY / 2;
         while !stop.load(Ordering::SeqCst) {
             if Instant::now() >= next {
-                rot.rotate();
+                rot.rotate(None);
                 rot.drop_unused();
                 next += ROTATE_EVERY;
             }

@@ -5,93 +5,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::rotator::Rotator;
 use common::*;
 use mysql_async::prelude::*;
 use sqlease::app::Running;
-use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation};
-use sqlease::secret::SecretString;
-
-/// A credential source whose generations the test publishes.
-struct Rotator {
-    db: &'static MariaDb,
-    publisher: CredentialPublisher,
-    next: AtomicU64,
-    prefix: String,
-    gens: std::sync::Mutex<Vec<Arc<Generation>>>,
-}
-
-impl Rotator {
-    fn new(db: &'static MariaDb, prefix: &str) -> (Arc<Rotator>, CredentialHandle) {
-        let (h, p) = CredentialHandle::channel("rot");
-        (
-            Arc::new(Rotator {
-                db,
-                publisher: p,
-                next: AtomicU64::new(1),
-                prefix: prefix.to_string(),
-                gens: Default::default(),
-            }),
-            h,
-        )
-    }
-
-    /// Creates a MySQL user and publishes it as the next generation.
-    fn rotate(&self, deadline: Option<Duration>) -> Arc<Generation> {
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let user = format!("{}{n}", self.prefix);
-        let pw = format!("pw-{n}-x");
-        self.db
-            .cli(&format!(
-                "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'; GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';"
-            ))
-            .unwrap();
-        let g = Generation::new(
-            n,
-            user,
-            SecretString::from(pw),
-            deadline.map(|d| Instant::now() + d),
-        );
-        if let Some(old) = self.gens.lock().unwrap().last() {
-            old.retire();
-        }
-        self.gens.lock().unwrap().push(Arc::clone(&g));
-        self.publisher.tx.send(Some(Arc::clone(&g))).unwrap();
-        g
-    }
-
-    fn users_in_mysql(&self) -> Vec<String> {
-        self.db
-            .cli(&format!(
-                "SELECT user FROM mysql.user WHERE user LIKE '{}%' ORDER BY user",
-                self.prefix
-            ))
-            .unwrap()
-            .lines()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    /// Drops the users of retired generations nobody uses any more (what the
-    /// lease manager does by revoking the lease).
-    fn drop_unused(&self) -> usize {
-        let gens = self.gens.lock().unwrap();
-        let mut n = 0;
-        for g in gens
-            .iter()
-            .filter(|g| g.is_retired() && g.live_connections() == 0)
-        {
-            self.db
-                .cli(&format!("DROP USER IF EXISTS '{}'@'%'", g.username))
-                .unwrap();
-            n += 1;
-        }
-        n
-    }
-}
 
 async fn start_rotating(prefix: &str, extra_top: &str) -> (Running, Arc<Rotator>) {
     let db = db();

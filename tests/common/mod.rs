@@ -9,6 +9,8 @@ use sqlease::app::Running;
 use sqlease::config::Config;
 pub use sqlease_testkit::mariadb::MariaDb;
 
+pub mod rotator;
+
 pub const LOCAL_USER: &str = "app";
 pub const LOCAL_PASSWORD: &str = "app-local-pw";
 pub const UP_USER: &str = "sqlease_up";
