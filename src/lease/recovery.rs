@@ -16,6 +16,9 @@ use crate::vault::VaultError;
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Backoff cap while no usable generation exists: clients are failing, so
+/// Vault is retried often enough to serve within seconds of its return.
+const BACKOFF_MAX_UNSERVED: Duration = Duration::from_secs(3);
 /// Retry delay after an error retrying cannot fix soon (policy, role, login).
 const FIX_NEEDED_DELAY: Duration = Duration::from_secs(60);
 
@@ -71,9 +74,19 @@ impl Manager {
             return;
         }
         self.failures = self.failures.saturating_add(1);
+        let unserved = !self
+            .state
+            .current
+            .as_ref()
+            .is_some_and(|g| g.usable(now, self.state.token.as_ref()));
+        let cap = if unserved {
+            BACKOFF_MAX_UNSERVED
+        } else {
+            BACKOFF_MAX
+        };
         let delay = if e.retryable() {
             let exp = BACKOFF_BASE.saturating_mul(1u32 << self.failures.min(8).saturating_sub(1));
-            exp.min(BACKOFF_MAX).mul_f64(0.5 + jitter() / 2.0)
+            exp.min(cap).mul_f64(0.5 + jitter() / 2.0)
         } else {
             FIX_NEEDED_DELAY
         };
