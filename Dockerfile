@@ -8,10 +8,9 @@
 ARG RUST_VERSION=1
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
-# The workspace manifest names the test kit: both must be present.
-COPY Cargo.toml Cargo.lock ./
-COPY testkit ./testkit
-COPY src ./src
+# cargo loads the whole workspace even for one binary: copy every member
+# (.dockerignore keeps target/ and .git out).
+COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin sqlease \

@@ -257,3 +257,42 @@ fn systemd_unit_runs_the_binary_and_reloads_with_sighup() {
         assert!(text.contains(want), "{want} missing");
     }
 }
+
+#[test]
+fn docker_build_context_holds_every_workspace_member() {
+    // cargo loads the whole workspace even for `--bin sqlease`: a member
+    // missing from the build context fails `docker build`.
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root().join("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace members");
+    let df = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        df.lines().any(|l| l.trim() == "COPY . ."),
+        "the build stage copies the whole context"
+    );
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(ignored.contains(&"target") && ignored.contains(&".git"));
+    let mut checked = 0;
+    for m in members
+        .iter()
+        .filter_map(|m| m.as_str())
+        .filter(|m| *m != ".")
+    {
+        assert!(root().join(m).join("Cargo.toml").is_file(), "member {m}");
+        assert!(
+            !ignored
+                .iter()
+                .any(|i| m == *i || m.starts_with(&format!("{i}/"))),
+            "workspace member {m} is excluded by .dockerignore"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "testkit at least");
+}
