@@ -287,3 +287,45 @@ async fn sixteen_clients_through_rotations() {
     assert_eq!(users.len(), 1, "retired users left: {users:?}");
     assert!(r.shared.metrics.swaps_total.load(Ordering::Relaxed) >= 16 * 4);
 }
+
+#[tokio::test]
+async fn user_variables_move_with_the_session_on_mariadb() {
+    let (r, rot) = start_rotating("rs_f_", "").await;
+    let mut c = connect(&r).await;
+    c.query_drop(
+        "SET @i = 42, @big = 18446744073709551615, @d = 1.50, @f = 0.1e0, @s = 'héllo ✓', \
+         @b = X'00FF27', @n = NULL, @`odd name` = 'x'",
+    )
+    .await
+    .unwrap();
+    c.query_drop("SET NAMES latin1").await.unwrap();
+    c.query_drop("SET @l = 'latin'").await.unwrap();
+    c.query_drop("SET NAMES utf8mb4").await.unwrap();
+    let before: Vec<mysql_async::Row> = c
+        .query(
+            "SELECT @i + 1, @big, @d * 2, @f * 3, @s, HEX(@b), @n IS NULL, @`odd name`, \
+             CHARSET(@s), CHARSET(@b), CHARSET(@l), HEX(@l)",
+        )
+        .await
+        .unwrap();
+    let g2 = rot.rotate(None);
+    wait_user(&mut c, &g2.username).await;
+    let after: Vec<mysql_async::Row> = c
+        .query(
+            "SELECT @i + 1, @big, @d * 2, @f * 3, @s, HEX(@b), @n IS NULL, @`odd name`, \
+             CHARSET(@s), CHARSET(@b), CHARSET(@l), HEX(@l)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{:?}", before[0].clone().unwrap()),
+        format!("{:?}", after[0].clone().unwrap()),
+        "user variables changed in the swap"
+    );
+    // A variable set later moves too, on the next rotation.
+    c.query_drop("SET @later = 7").await.unwrap();
+    let g3 = rot.rotate(None);
+    wait_user(&mut c, &g3.username).await;
+    let v: i64 = scalar(&mut c, "SELECT @later + @i").await;
+    assert_eq!(v, 49);
+}

@@ -7,6 +7,7 @@ pub mod pool;
 pub mod relay;
 pub mod state;
 mod swap;
+pub mod uservars;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,6 +63,8 @@ pub struct Session {
     last_cursor_open: bool,
     /// Set when the session must end: the next command gets this error.
     doomed: Option<MysqlError>,
+    /// A user variable could not be re-created exactly: keep pinning.
+    user_vars_unreplayable: bool,
     /// The upstream died while a transaction was open: the next command
     /// gets error 2013 instead of running outside the transaction.
     lost_transaction: bool,
@@ -335,7 +338,8 @@ impl Session {
             let mut up = up;
             if pool::reset_for_reuse(&mut up, None).await {
                 up.conn.shrink_idle();
-                ctx.pool.put(key, up);
+                let current = ctx.credentials.current().map(|g| g.id);
+                ctx.pool.put(key, up, current);
             } else {
                 let _ = up
                     .conn
@@ -569,6 +573,7 @@ pub async fn run(
         last_cursor_open: false,
         doomed: None,
         lost_transaction: false,
+        user_vars_unreplayable: false,
     };
     s.latest = s.gen_rx.borrow_and_update().clone();
     let end = s.run_loop().await;

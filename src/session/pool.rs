@@ -72,8 +72,13 @@ impl IdlePool {
         Some(v.swap_remove(i).1)
     }
 
-    /// Keeps a clean connection if there is room for it.
-    pub fn put(&self, key: PoolKey, up: Upstream) {
+    /// Keeps a clean connection if there is room for it and it belongs to
+    /// the current generation (a connection of a retired one would keep its
+    /// lease from being revoked).
+    pub fn put(&self, key: PoolKey, up: Upstream, current: Option<u64>) {
+        if current != Some(up.generation().id) {
+            return;
+        }
         let mut v = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() < self.max {
             v.push((key, up));
@@ -153,7 +158,8 @@ pub fn refill(ctx: std::sync::Arc<crate::server::ListenerCtx>, params: ConnectPa
         match backend::connect(&ctx.target, &gen, &params).await {
             Ok(mut up) => {
                 up.conn.shrink_idle();
-                ctx.pool.put(key, up);
+                let current = ctx.credentials.current().map(|g| g.id);
+                ctx.pool.put(key, up, current);
             }
             Err(e) if e.is_auth_rejected() => {
                 ctx.credentials

@@ -169,6 +169,11 @@ impl SessionState {
         r
     }
 
+    /// Whether user variables are the only thing pinning the session.
+    pub fn only_user_variables(&self) -> bool {
+        self.pin_reasons() == [PinReason::UserVariables]
+    }
+
     /// `Ok` when the session may move to another upstream connection now,
     /// else the first reason it may not.
     pub fn safe_to_swap(&self) -> Result<(), PinReason> {

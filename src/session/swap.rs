@@ -77,7 +77,8 @@ impl Session {
         if self.next.is_none() || self.up.is_none() {
             return;
         }
-        if let Err(reason) = self.state.safe_to_swap() {
+        let carry_user_vars = self.state.only_user_variables() && self.user_vars_replayable();
+        if let (Err(reason), false) = (self.state.safe_to_swap(), carry_user_vars) {
             *self.info.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.as_str());
             if self.last_pin_logged != Some(reason) {
                 info!(reason = reason.as_str(), "session pinned to its upstream connection; it moves to the new credentials when clear");
@@ -89,11 +90,36 @@ impl Session {
         self.last_pin_logged = None;
         let Some(next) = self.next.take() else { return };
         let t0 = Instant::now();
+        // User variables are read from the old connection first.
+        let user_vars = if carry_user_vars {
+            let deprecate_eof = self.caps().deprecate_eof();
+            let Some(up) = self.up.as_mut() else { return };
+            match super::uservars::snapshot(&mut up.conn, deprecate_eof).await {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    self.next = Some(next);
+                    self.user_vars_unreplayable = true;
+                    info!("user variables of a type that cannot be re-created exactly: the session stays pinned until they are cleared");
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the session's user variables failed");
+                    self.upstream_lost("reading user variables failed");
+                    self.next = Some(next);
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let Some(old) = self.up.replace(next.up) else {
             return;
         };
         let result = match sync_state(self, next.version, next.schema).await {
-            Ok(()) => reprepare_all(self).await,
+            Ok(()) => match recreate_user_vars(self, &user_vars).await {
+                Ok(()) => reprepare_all(self).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -150,6 +176,28 @@ fn backend_err(e: BackendError) -> MysqlError {
         BackendError::Server(e) => e,
         other => lost(other),
     }
+}
+
+impl Session {
+    /// User variables can be carried over (MariaDB lists them with types).
+    fn user_vars_replayable(&self) -> bool {
+        !self.user_vars_unreplayable && self.ctx.server.version.windows(7).any(|w| w == b"MariaDB")
+    }
+}
+
+/// Re-creates user variables on the current upstream connection.
+async fn recreate_user_vars(s: &mut Session, assignments: &[String]) -> Result<(), MysqlError> {
+    if assignments.is_empty() {
+        return Ok(());
+    }
+    let Some(up) = s.up.as_mut() else {
+        return Err(lost("no upstream connection"));
+    };
+    let sql = format!("SET {}", assignments.join(", "));
+    backend::simple_query(&mut up.conn, up.caps, sql.as_bytes())
+        .await
+        .map_err(backend_err)?;
+    Ok(())
 }
 
 /// Brings a connection opened with state version `version` up to date.
