@@ -24,6 +24,8 @@ pub struct MariaDb {
     /// Keeps the temporary directory alive (removed by the watchdog or on drop).
     _tmp: Option<tempfile::TempDir>,
     child: Mutex<Option<Child>>,
+    /// Extra mariadbd options (e.g. TLS certificates).
+    extra: Vec<String>,
 }
 
 impl std::fmt::Debug for MariaDb {
@@ -78,6 +80,11 @@ impl MariaDb {
 
     /// Starts a new private server (its own data directory and port).
     pub fn start() -> Result<MariaDb> {
+        MariaDb::start_with(&[])
+    }
+
+    /// Starts a new private server with extra `mariadbd` options.
+    pub fn start_with(extra: &[String]) -> Result<MariaDb> {
         let tmp = tempfile::Builder::new()
             .prefix("sqlease-mariadb-")
             .tempdir()?;
@@ -121,6 +128,7 @@ impl MariaDb {
             dir,
             _tmp: Some(tmp),
             child: Mutex::new(None),
+            extra: extra.to_vec(),
         };
         db.spawn_server()?;
         Ok(db)
@@ -148,6 +156,7 @@ impl MariaDb {
             .arg("--thread-cache-size=64")
             .arg("--character-set-server=utf8mb4")
             .arg("--collation-server=utf8mb4_general_ci")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
