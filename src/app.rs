@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState, SourceView};
-use crate::config::{Config, CredentialConfig};
+use crate::config::{Config, CredentialConfig, VaultAuthConfig};
 use crate::credentials::CredentialHandle;
 use crate::lease::{self, Policy, VaultSource};
 use crate::server::{self, ListenerCtx, Shared};
@@ -230,11 +230,74 @@ pub async fn start_with_sources(
     })
 }
 
+/// Every file the configuration reads a secret from, with the key naming it:
+/// `{ file = ... }` passwords, role/secret ids and Vault tokens (such as a
+/// Vault Agent sink), the admin token, and client TLS private keys. The
+/// Kubernetes service-account token is left out: Kubernetes mounts it
+/// world-readable by design.
+pub fn secret_files(cfg: &Config) -> Vec<(String, std::path::PathBuf)> {
+    use crate::secret::SecretSource;
+    let mut out = Vec::new();
+    let mut add = |key: String, s: Option<&SecretSource>| {
+        if let Some(f) = s.and_then(SecretSource::file) {
+            out.push((key, f.to_path_buf()));
+        }
+    };
+    for l in &cfg.listeners {
+        for u in &l.users {
+            add(
+                format!("listener.{}.users.{}.password", l.name, u.name),
+                u.password.as_ref(),
+            );
+        }
+    }
+    for (name, c) in &cfg.credentials {
+        if let CredentialConfig::Static { password, .. } = c {
+            add(format!("credentials.{name}.password"), Some(password));
+        }
+    }
+    if let Some(v) = &cfg.vault {
+        match &v.auth {
+            VaultAuthConfig::Approle {
+                role_id, secret_id, ..
+            } => {
+                add("vault.auth.role_id".into(), role_id.as_ref());
+                add("vault.auth.secret_id".into(), secret_id.as_ref());
+            }
+            VaultAuthConfig::Token { token } => add("vault.auth.token".into(), token.as_ref()),
+            VaultAuthConfig::Kubernetes { .. } => {}
+        }
+    }
+    if let Some(a) = &cfg.admin {
+        add("admin.token".into(), a.token.as_ref());
+    }
+    for l in &cfg.listeners {
+        if let Some(k) = &l.tls.key_file {
+            out.push((format!("listener.{}.tls.key_file", l.name), k.clone()));
+        }
+    }
+    out
+}
+
+/// Warns at startup about every secret file that group or others can read.
+fn warn_readable_secret_files(cfg: &Config) {
+    for (key, path) in secret_files(cfg) {
+        if crate::secret::readable_by_others(&path) {
+            warn!(
+                setting = %key,
+                file = %path.display(),
+                "a file holding a secret is readable by group or others; restrict it (chmod 600)"
+            );
+        }
+    }
+}
+
 async fn start_inner(
     cfg: &Config,
     mut supplied: BTreeMap<String, CredentialHandle>,
     vault_sources: &mut Vec<VaultSource>,
 ) -> anyhow::Result<Running> {
+    warn_readable_secret_files(cfg);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = server::new_shared(cfg, shutdown_rx);
     let admin_listener = match &cfg.admin {

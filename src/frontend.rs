@@ -561,10 +561,107 @@ mod tests {
         assert_eq!(t.failed(ip, base), base);
     }
 
+    /// Canonical encoding of a parsed response for its capabilities.
+    fn encode(r: &HandshakeResponse) -> Vec<u8> {
+        let c = r.capabilities;
+        let mut p = Vec::new();
+        p.extend_from_slice(&c.to_le_bytes());
+        p.extend_from_slice(&r.max_packet.to_le_bytes());
+        p.push(r.collation);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(&r.user);
+        p.push(0);
+        if c & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+            crate::protocol::put_lenenc_str(&mut p, &r.auth_response);
+        } else if c & CLIENT_SECURE_CONNECTION != 0 {
+            p.push(r.auth_response.len() as u8);
+            p.extend_from_slice(&r.auth_response);
+        } else {
+            p.extend_from_slice(&r.auth_response);
+            p.push(0);
+        }
+        let tail = r.plugin.is_some() || r.attributes.is_some();
+        if c & CLIENT_CONNECT_WITH_DB != 0 && (r.database.is_some() || tail) {
+            p.extend_from_slice(r.database.as_deref().unwrap_or_default());
+            p.push(0);
+        }
+        if let Some(pl) = &r.plugin {
+            p.extend_from_slice(pl);
+            p.push(0);
+        }
+        if let Some(a) = &r.attributes {
+            crate::protocol::put_lenenc_str(&mut p, a);
+        }
+        p
+    }
+
+    fn no_nul(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(1u8..=255, 0..max)
+    }
+
     proptest! {
         #[test]
         fn handshake_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = parse_handshake_response(&bytes);
+        }
+
+        /// Generated responses, for every combination of the capability bits
+        /// that change the layout, parse to what was encoded.
+        #[test]
+        fn handshake_response_round_trip(
+            bits in 0u32..32,
+            max_packet in any::<u32>(),
+            collation in any::<u8>(),
+            user in no_nul(40),
+            auth in no_nul(60),
+            database in proptest::option::of(proptest::collection::vec(1u8..=255, 1..30)),
+            plugin in proptest::option::of(no_nul(30)),
+            attributes in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            let mut caps = CLIENT_PROTOCOL_41;
+            for (i, f) in [
+                CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA,
+                CLIENT_SECURE_CONNECTION,
+                CLIENT_CONNECT_WITH_DB,
+                CLIENT_PLUGIN_AUTH,
+                CLIENT_CONNECT_ATTRS,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if bits & (1 << i) != 0 {
+                    caps |= f;
+                }
+            }
+            let has = |f: u32| caps & f != 0;
+            let r = HandshakeResponse {
+                capabilities: caps,
+                max_packet,
+                collation,
+                user,
+                auth_response: auth,
+                database: database.filter(|_| has(CLIENT_CONNECT_WITH_DB)),
+                // A client announcing CLIENT_PLUGIN_AUTH names its plugin.
+                plugin: has(CLIENT_PLUGIN_AUTH).then(|| plugin.unwrap_or_default()),
+                attributes: attributes.filter(|_| has(CLIENT_CONNECT_ATTRS)),
+            };
+            let p = encode(&r);
+            let back = parse_handshake_response(&p);
+            prop_assert_eq!(back.as_ref(), Some(&r));
+            // Any prefix is refused or parses without panicking.
+            for n in 0..p.len() {
+                let _ = parse_handshake_response(&p[..n]);
+            }
+        }
+
+        /// The SSLRequest (32 bytes with CLIENT_SSL) never yields a user.
+        #[test]
+        fn ssl_request_carries_no_user(caps in any::<u32>(), rest in proptest::collection::vec(any::<u8>(), 28)) {
+            let mut p = (caps | CLIENT_SSL).to_le_bytes().to_vec();
+            p.extend_from_slice(&rest);
+            if let Some(r) = parse_handshake_response(&p) {
+                prop_assert!(r.user.is_empty() && r.auth_response.is_empty());
+            }
         }
     }
 }

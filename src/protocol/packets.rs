@@ -260,5 +260,54 @@ mod tests {
             let _ = parse_err(&bytes);
             let _ = eof_status(&bytes);
         }
+
+        /// Any OK packet encodes and parses back equal, for a peer with and
+        /// without CLIENT_SESSION_TRACK.
+        #[test]
+        fn ok_round_trip(
+            header in prop_oneof![Just(0x00u8), Just(0xFEu8)],
+            affected_rows in any::<u64>(),
+            last_insert_id in any::<u64>(),
+            status in any::<u16>(),
+            warnings in any::<u16>(),
+            info in proptest::collection::vec(any::<u8>(), 0..300),
+            state in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            let status = if state.is_some() {
+                status | super::super::caps::status::SESSION_STATE_CHANGED
+            } else {
+                status
+            };
+            let ok = OkPacket {
+                header,
+                affected_rows,
+                last_insert_id,
+                status,
+                warnings,
+                info: &info,
+                session_state: state.as_deref(),
+            };
+            let tracked = encode_ok(&ok, true);
+            prop_assert_eq!(parse_ok(&tracked, true), Some(ok.clone()));
+            let plain = OkPacket { session_state: None, ..ok.clone() };
+            let untracked = encode_ok(&ok, false);
+            prop_assert_eq!(parse_ok(&untracked, false), Some(plain));
+        }
+
+        /// Parsing arbitrary bytes and re-encoding gives an OK that parses
+        /// back to the same thing.
+        #[test]
+        fn parsed_ok_re_encodes(bytes in proptest::collection::vec(any::<u8>(), 0..60), st in any::<bool>()) {
+            if let Some(ok) = parse_ok(&bytes, st) {
+                let again = encode_ok(&ok, st);
+                prop_assert_eq!(parse_ok(&again, st), Some(ok));
+            }
+        }
+
+        #[test]
+        fn err_round_trip(code in any::<u16>(), state in "[0-9A-Z]{5}", msg in "[ -~]{0,80}") {
+            let e = MysqlError::new(code, &state, msg);
+            prop_assert_eq!(parse_err(&e.encode(CLIENT_PROTOCOL_41)), Some(e));
+        }
     }
 }

@@ -503,6 +503,135 @@ mod tests {
         assert!(feed(&mut m, &[0xFF, 1, 2]).done);
     }
 
+    /// One part of a generated (multi-)result response.
+    #[derive(Debug, Clone)]
+    enum Part {
+        Ok,
+        Set {
+            columns: u8,
+            /// (first byte, a 16 MiB − 1 byte row continued in a second packet)
+            rows: Vec<(u8, bool)>,
+        },
+    }
+
+    fn part() -> impl proptest::strategy::Strategy<Value = Part> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Part::Ok),
+            (
+                1u8..6,
+                proptest::collection::vec((any::<u8>(), proptest::bool::weighted(0.1)), 0..12)
+            )
+                .prop_map(|(columns, rows)| Part::Set { columns, rows }),
+        ]
+    }
+
+    /// The packets a server sends for `parts`: (length, bytes given to the
+    /// machine — the whole packet, or the first bytes of a big one).
+    fn server_packets(parts: &[Part], dep: bool) -> Vec<(usize, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let more = if i + 1 < parts.len() {
+                status::MORE_RESULTS_EXISTS
+            } else {
+                0
+            };
+            let st = (status::AUTOCOMMIT | more).to_le_bytes();
+            let ok = |h: u8| vec![h, 0, 0, st[0], st[1], 0, 0];
+            match p {
+                Part::Ok => out.push((7, ok(0))),
+                Part::Set { columns, rows } => {
+                    out.push((1, vec![*columns]));
+                    for _ in 0..*columns {
+                        out.push((7, b"\x03def\x01a\x01".to_vec()));
+                    }
+                    if !dep {
+                        out.push((5, vec![0xFE, 0, 0, st[0], st[1]]));
+                    }
+                    for &(first, big) in rows {
+                        let first = if first == 0xFF { 0x00 } else { first };
+                        if big {
+                            out.push((MAX_PAYLOAD, vec![first, 1, 2]));
+                            out.push((3, vec![0xFE, 0, 0]));
+                        } else if first == 0xFE {
+                            // A text row starting with 0xFE holds a string of
+                            // 2^24 bytes or more: a big packet with DEPRECATE_EOF;
+                            // at least 9 bytes in any case.
+                            if dep {
+                                out.push((MAX_PAYLOAD, vec![0xFE, 0, 0, 0, 1]));
+                                out.push((1, vec![b'x']));
+                            } else {
+                                out.push((12, vec![0xFE; 12]));
+                            }
+                        } else {
+                            out.push((6, vec![first, 1, 2, 3, 4, 5]));
+                        }
+                    }
+                    out.push(if dep {
+                        (7, ok(0xFE))
+                    } else {
+                        (5, vec![0xFE, 0, 0, st[0], st[1]])
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The machine ends a generated response exactly at its last
+        /// packet, whatever the rows start with, and judges streamed packets
+        /// on their first byte alone (the relay's contract).
+        #[test]
+        fn generated_responses_end_exactly(parts in proptest::collection::vec(part(), 1..5), dep in proptest::prelude::any::<bool>()) {
+            let packets = server_packets(&parts, dep);
+            let mut m = ResponseMachine::new(Expect::Generic, dep);
+            let last = packets.len() - 1;
+            for (i, (len, bytes)) in packets.iter().enumerate() {
+                let full = m.needs_full(*len, bytes[0]);
+                proptest::prop_assert!(!full || bytes.len() == *len, "packet {} must be whole but is big", i);
+                let ev = if full {
+                    m.on_packet(*len, bytes).unwrap()
+                } else {
+                    let mut other = m.clone();
+                    let a = m.on_packet(*len, bytes).unwrap();
+                    let b = other.on_packet(*len, &bytes[..1]).unwrap();
+                    proptest::prop_assert_eq!(a, b);
+                    a
+                };
+                proptest::prop_assert_eq!(ev.done, i == last, "packet {} of {}: {:?}", i, last, ev);
+                proptest::prop_assert_eq!(m.is_done(), i == last);
+            }
+        }
+
+        /// Arbitrary packet sequences: never a panic; once done, every
+        /// further packet is refused.
+        #[test]
+        fn arbitrary_sequences(
+            expect in 0usize..6,
+            dep in proptest::prelude::any::<bool>(),
+            packets in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12), 0..20),
+        ) {
+            let e = [Expect::Generic, Expect::Prepare, Expect::FieldList, Expect::Fetch, Expect::Single, Expect::Nothing][expect];
+            let mut m = ResponseMachine::new(e, dep);
+            for p in &packets {
+                if m.is_done() {
+                    proptest::prop_assert!(m.on_packet(p.len(), p).is_err());
+                    break;
+                }
+                match m.on_packet(p.len(), p) {
+                    Ok(ev) => {
+                        proptest::prop_assert_eq!(ev.done, m.is_done());
+                        if ev.client_turn {
+                            m.local_infile_sent();
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_garbage() {
         for expect in [

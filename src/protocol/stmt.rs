@@ -28,7 +28,9 @@ pub fn set_stmt_id(payload: &mut [u8], id: u32) -> bool {
 pub struct ExecLayout {
     /// Offset of the new-params-bound flag.
     pub bound_flag: usize,
-    /// Whether types are present (flag = 1).
+    /// Whether the flag is non-zero. Only 0 means "no types": any other
+    /// value is forwarded untouched (MariaDB rejects values other than 0
+    /// and 1 as malformed, error 1835), never given a second type block.
     pub bound: bool,
     /// Offset and length of the type block when present.
     pub types: Option<(usize, usize)>,
@@ -42,7 +44,7 @@ pub fn exec_layout(payload: &[u8], params: u16) -> Option<ExecLayout> {
     }
     let bitmap = usize::from(params).div_ceil(8);
     let bound_flag = EXEC_FIXED + bitmap;
-    let bound = *payload.get(bound_flag)? == 1;
+    let bound = *payload.get(bound_flag)? != 0;
     let types = if bound {
         let start = bound_flag + 1;
         let len = 2 * usize::from(params);
@@ -117,6 +119,21 @@ mod tests {
         assert_eq!(with_types(&q, 2, &[8, 0, 8, 0]), None);
     }
 
+    /// Regression (found writing the `stmt_execute` fuzz target's
+    /// invariants): new-params-bound = 2 was read as "no types", so after a
+    /// swap such an execute got the flag set to 1 and a second type block
+    /// inserted before the one it carried — the server would then have read
+    /// the old types as parameter values. Now it is forwarded untouched and
+    /// MariaDB answers 1835 (malformed packet), as on a direct connection.
+    #[test]
+    fn bound_flag_two_is_bound() {
+        let mut p = exec(3, 2, true);
+        p[11] = 2;
+        assert!(exec_layout(&p, 2).unwrap().bound);
+        assert_eq!(with_types(&p, 2, &[8, 0, 8, 0]), None);
+        assert_eq!(param_types(&p, 2), Some(&[8u8, 0, 8, 0][..]));
+    }
+
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40), params in 0u16..20) {
@@ -125,6 +142,36 @@ mod tests {
             let _ = with_types(&bytes, params, &vec![0; 2 * usize::from(params)]);
             let mut b = bytes.clone();
             let _ = set_stmt_id(&mut b, 1);
+        }
+
+        /// Only a zero new-params-bound flag means "no types": a packet
+        /// with any other value is never rewritten to carry a second type
+        /// block.
+        #[test]
+        fn nonzero_bound_flag_means_types(params in 1u16..40, flag in 1u8..=255, id in any::<u32>()) {
+            let mut p = exec(id, params, true);
+            let bf = 10 + usize::from(params).div_ceil(8);
+            p[bf] = flag;
+            let l = exec_layout(&p, params).unwrap();
+            prop_assert!(l.bound);
+            prop_assert_eq!(l.types, Some((bf + 1, 2 * usize::from(params))));
+            prop_assert!(param_types(&p, params).is_some());
+            prop_assert_eq!(with_types(&p, params, &vec![8; 2 * usize::from(params)]), None);
+        }
+
+        /// Rewriting the id changes bytes 1..5 only, and decodes back.
+        #[test]
+        fn set_stmt_id_round_trip(params in 0u16..40, bound in any::<bool>(), id in any::<u32>(), new_id in any::<u32>()) {
+            let p = exec(id, params, bound && params > 0);
+            let mut q = p.clone();
+            prop_assert!(set_stmt_id(&mut q, new_id));
+            prop_assert_eq!(&q[..1], &p[..1]);
+            prop_assert_eq!(&q[5..], &p[5..]);
+            prop_assert_eq!(
+                crate::protocol::command::decode(&q),
+                crate::protocol::command::Command::StmtExecute { stmt_id: new_id, flags: 0 }
+            );
+            prop_assert_eq!(exec_layout(&q, params), exec_layout(&p, params));
         }
 
         #[test]

@@ -247,6 +247,37 @@ mod tests {
         assert!(parse(&b).iter().all(|e| v.wants(e)));
     }
 
+    proptest::proptest! {
+        /// Entries encode and parse back equal; arbitrary blocks parse into
+        /// entries that re-encode to a block parsing the same.
+        #[test]
+        fn entries_round_trip(
+            raw in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+                0..8,
+            ),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let entries: Vec<Entry<'_>> = raw.iter().map(|(ty, d)| Entry { ty: *ty, data: d }).collect();
+            let block = encode(&entries);
+            proptest::prop_assert_eq!(parse(&block), entries);
+            let parsed = parse(&junk);
+            let again = encode(&parsed);
+            proptest::prop_assert_eq!(parse(&again), parsed.clone());
+            let view = ClientView::default();
+            for e in &parsed {
+                let _ = (e.variables(), e.schema(), view.wants(e));
+            }
+        }
+
+        #[test]
+        fn variables_round_trip(name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let d = variable_data(&name, &value);
+            let e = Entry { ty: SYSTEM_VARIABLES, data: &d };
+            proptest::prop_assert_eq!(e.variables(), vec![(&name[..], &value[..])]);
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         for i in 0..=255u8 {
