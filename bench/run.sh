@@ -67,7 +67,8 @@ fi
 PATH="$PATH:/usr/sbin"
 
 say "building the release binaries (sqlease, vault-standin, sqlease-bench)"
-cargo build --release -q -p sqlease --bin sqlease -p sqlease-testkit --bin vault-standin -p sqlease-bench
+cargo build --release -q -p sqlease --bin sqlease -p sqlease-testkit --bin vault-standin \
+  -p sqlease-bench --bin sqlease-bench
 BIN="$ROOT/target/release"
 BENCH="$BIN/sqlease-bench"
 
