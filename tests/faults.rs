@@ -600,15 +600,15 @@ role = "{ROLE}"
         .unwrap();
     assert_eq!(count, total_rows);
     let (mut acked_total, mut unknown_total, mut unknown_applied) = (0, 0, 0);
-    for c in 0..CLIENTS {
+    for (c, present) in rows.iter().enumerate() {
         let acked = tally.acked[c].lock().unwrap();
         let unknown = tally.unknown[c].lock().unwrap();
-        let missing: Vec<_> = acked.difference(&rows[c]).collect();
+        let missing: Vec<_> = acked.difference(present).collect();
         assert!(
             missing.is_empty(),
             "client {c}: acknowledged inserts missing: {missing:?}"
         );
-        let stray: Vec<_> = rows[c]
+        let stray: Vec<_> = present
             .iter()
             .filter(|n| !acked.contains(n) && !unknown.contains(n))
             .collect();
@@ -618,7 +618,7 @@ role = "{ROLE}"
         );
         acked_total += acked.len();
         unknown_total += unknown.len();
-        unknown_applied += unknown.intersection(&rows[c]).count();
+        unknown_applied += unknown.intersection(present).count();
     }
     assert_eq!(count as usize, acked_total + unknown_applied);
     assert_eq!(

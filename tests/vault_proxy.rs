@@ -477,6 +477,10 @@ fn provision_for(
 fn vault_proxy_toml(vault_url: &str, role: &str, c: &Provisioned, rotation: &str) -> String {
     format!(
         r#"
+# Scanned for secrets too: /metrics and /v1/sessions.
+[admin]
+bind = "127.0.0.1:0"
+
 [vault]
 address = "{vault_url}"
 request_timeout = "2s"
@@ -524,6 +528,43 @@ struct Harness {
     gens: Arc<Mutex<BTreeMap<u64, Arc<Generation>>>>,
     watcher: tokio::task::JoinHandle<()>,
     toml: String,
+    /// /metrics and /v1/sessions as sampled while the test ran.
+    admin_samples: Arc<Mutex<Vec<String>>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// One GET to the admin listener; the body.
+async fn admin_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// Samples /metrics and /v1/sessions every 150 ms (distinct answers kept).
+fn spawn_sampler(addr: SocketAddr, out: Arc<Mutex<Vec<String>>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = [String::new(), String::new()];
+        loop {
+            for (i, path) in ["/metrics", "/v1/sessions"].into_iter().enumerate() {
+                if let Some(body) = admin_get(addr, path).await {
+                    if body != last[i] {
+                        out.lock().unwrap().push(body.clone());
+                        last[i] = body;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    })
 }
 
 impl Harness {
@@ -560,6 +601,11 @@ impl Harness {
                 }
             }
         });
+        let admin_samples: Arc<Mutex<Vec<String>>> = Default::default();
+        let sampler = spawn_sampler(
+            running.admin.expect("admin listener"),
+            Arc::clone(&admin_samples),
+        );
         Harness {
             vault,
             running: Some(running),
@@ -568,6 +614,8 @@ impl Harness {
             gens,
             watcher,
             toml,
+            admin_samples,
+            sampler,
         }
     }
 
@@ -620,6 +668,36 @@ impl Harness {
 
     /// Shuts the proxy down (revoking its leases) and scans for leaks.
     async fn finish(mut self, extra: &[String]) {
+        // /metrics and /v1/sessions with a live session, then everything
+        // sampled while the test ran, are scanned with the rest.
+        self.sampler.abort();
+        let admin = self.running().admin.expect("admin listener");
+        let live =
+            tokio::time::timeout(Duration::from_secs(5), mysql_async::Conn::new(self.opts()))
+                .await
+                .ok()
+                .and_then(|r| r.inspect_err(note_client_error).ok());
+        let sessions = admin_get(admin, "/v1/sessions")
+            .await
+            .expect("/v1/sessions");
+        let metrics = admin_get(admin, "/metrics").await.expect("/metrics");
+        assert!(metrics.contains("sqlease_client_connections"), "{metrics}");
+        if live.is_some() {
+            assert!(
+                sessions.contains(&format!("\"upstream_user\":\"{}", self.prefix())),
+                "/v1/sessions does not list the live session: {sessions}"
+            );
+        }
+        if let Some(c) = live {
+            let _ = c.disconnect().await;
+        }
+        let mut admin_texts = std::mem::take(&mut *self.admin_samples.lock().unwrap());
+        assert!(
+            !admin_texts.is_empty(),
+            "the admin listener was never sampled"
+        );
+        admin_texts.push(sessions);
+        admin_texts.push(metrics);
         let r = self.running.take().expect("running");
         r.shutdown(Duration::from_secs(2)).await;
         self.watcher.abort();
@@ -631,6 +709,7 @@ impl Harness {
             "MySQL users left after shutdown: {users:?}"
         );
         let mut extra = extra.to_vec();
+        extra.extend(admin_texts);
         extra.push(format!(
             "{:?}",
             sqlease::config::Config::from_toml(&self.toml).unwrap()
