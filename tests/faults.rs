@@ -638,4 +638,23 @@ role = "{ROLE}"
         assert!(*d < RECOVERY_BOUND, "{f}: {d:?}");
     }
     r.shutdown(Duration::from_secs(2)).await;
+    // No lease and no MySQL user outlives the shutdown. (The stand-in drops
+    // a delayed request whose client gave up; a real Vault may complete a
+    // creds request after sqlease's timeout, leaving a lease sqlease never
+    // learned of, which expires at its TTL.)
+    let left: Vec<_> = vault
+        .live_leases()
+        .iter()
+        .filter_map(|l| vault.lease_info(l))
+        .map(|i| i.username)
+        .collect();
+    let users = db
+        .cli(&format!(
+            "SELECT user FROM mysql.user WHERE user LIKE 'v-approle-{ROLE}-%'"
+        ))
+        .unwrap();
+    assert!(
+        left.is_empty() && users.trim().is_empty(),
+        "after shutdown: leases {left:?}, MySQL users {users:?}"
+    );
 }
