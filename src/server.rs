@@ -46,14 +46,14 @@ pub struct Metrics {
 }
 
 /// Bucket bounds of the swap pause histogram, in microseconds.
-pub const SWAP_BUCKETS_US: [u64; 12] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 1_000_000,
+pub const SWAP_BUCKETS_US: [u64; 14] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 1_000_000,
 ];
 
 /// A fixed-bucket histogram with atomics.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    pub buckets: [AtomicU64; 12],
+    pub buckets: [AtomicU64; 14],
     pub count: AtomicU64,
     pub sum_us: AtomicU64,
 }

@@ -127,6 +127,8 @@ pub struct PacketConn {
     /// Size of the next read: doubles while reads fill the buffer (big
     /// results), back to small when the connection goes idle.
     read_hint: usize,
+    /// Buffers were used since the last `shrink_idle`.
+    buffers_used: bool,
 }
 
 impl std::fmt::Debug for PacketConn {
@@ -144,7 +146,13 @@ impl PacketConn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             read_hint: READ_BUF,
+            buffers_used: false,
         }
+    }
+
+    /// Whether the connection holds buffer memory that `shrink_idle` frees.
+    pub fn holds_buffers(&self) -> bool {
+        self.buffers_used
     }
 
     /// Gives the read and write buffers back when the connection is idle
@@ -157,11 +165,13 @@ impl PacketConn {
             self.wbuf = BytesMut::new();
         }
         self.read_hint = READ_BUF;
+        self.buffers_used = !self.rbuf.is_empty();
     }
 
     /// Reads more bytes into the buffer. `Ok(0)` is end of stream.
     /// Cancel safe.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        self.buffers_used = true;
         let space = self.rbuf.capacity() - self.rbuf.len();
         if space < 1024 {
             self.rbuf.reserve(self.read_hint);
@@ -223,6 +233,7 @@ impl PacketConn {
     /// Frames and writes one logical packet; returns the next sequence id.
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> io::Result<u8> {
         let mut s = seq;
+        self.buffers_used = true;
         self.wbuf.clear();
         frame::put_packet(&mut self.wbuf, &mut s, payload);
         self.stream.write_all(&self.wbuf).await?;

@@ -216,6 +216,18 @@ impl Session {
         let raw = if st.upstream_id == client_id && !inject {
             // Fast path: the packet goes upstream as received.
             raw
+        } else if !inject && payload.len() < frame::MAX_PAYLOAD {
+            // Only the id changes: re-frame into the session's scratch buffer
+            // (its allocation is reclaimed once the previous command is gone).
+            let upstream_id = st.upstream_id;
+            let s = &mut self.scratch;
+            s.clear();
+            s.reserve(frame::HEADER_LEN + payload.len());
+            s.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+            s.extend_from_slice(&[0]);
+            s.extend_from_slice(payload);
+            stmt::set_stmt_id(&mut s[frame::HEADER_LEN..], upstream_id);
+            s.split().freeze()
         } else {
             let mut p = payload.to_vec();
             stmt::set_stmt_id(&mut p, st.upstream_id);

@@ -28,12 +28,17 @@ use crate::server::{ListenerCtx, SessionInfo, Shared};
 
 pub use state::{PinReason, SessionState};
 
+/// Idle time after which a session gives its buffers back.
+const IDLE_SHRINK: Duration = Duration::from_millis(500);
+
 /// A pre-warmed upstream connection for the next generation.
 struct Next {
     up: Upstream,
     /// State version replayed on it.
     version: u64,
     schema: Option<Vec<u8>>,
+    /// Statements already prepared on it: client id → upstream id.
+    prepared: std::collections::HashMap<u32, u32>,
 }
 
 /// Per-client session.
@@ -63,6 +68,8 @@ pub struct Session {
     last_cursor_open: bool,
     /// Set when the session must end: the next command gets this error.
     doomed: Option<MysqlError>,
+    /// Reused to build rewritten commands without allocating each time.
+    scratch: bytes::BytesMut,
     /// A user variable could not be re-created exactly: keep pinning.
     user_vars_unreplayable: bool,
     /// The upstream died while a transaction was open: the next command
@@ -181,11 +188,10 @@ impl Session {
                 }
             }
             let strict_deadline = self.strict_deadline();
-            // Idle between commands: keep no buffer around.
-            self.client.shrink_idle();
-            if let Some(u) = self.up.as_mut() {
-                u.conn.shrink_idle();
-            }
+            // Buffers are given back after a moment of idleness (thousands
+            // of idle sessions must cost little; busy ones keep theirs).
+            let holding = self.client.holds_buffers()
+                || self.up.as_ref().is_some_and(|u| u.conn.holds_buffers());
             let client = &mut self.client;
             let up = &mut self.up;
             let nudge = &self.info.nudge;
@@ -196,10 +202,11 @@ impl Session {
                 Client(std::io::Result<usize>),
                 Upstream(std::io::Result<usize>),
                 Generation,
-                Prewarmed(Result<Next, BackendError>),
+                Prewarmed(Box<Result<Next, BackendError>>),
                 Kill,
                 Deadline,
                 Retry,
+                IdleShrink,
             }
             let ev = tokio::select! {
                 biased;
@@ -216,7 +223,7 @@ impl Session {
                         Some(rx) => rx.await,
                         None => std::future::pending().await,
                     }
-                } => Ev::Prewarmed(r.unwrap_or_else(|_| Err(BackendError::Protocol("pre-warm task ended".into())))),
+                } => Ev::Prewarmed(Box::new(r.unwrap_or_else(|_| Err(BackendError::Protocol("pre-warm task ended".into()))))),
                 _ = nudge.notified() => Ev::Generation,
                 _ = async {
                     match strict_deadline {
@@ -230,6 +237,7 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => Ev::Retry,
+                _ = tokio::time::sleep(IDLE_SHRINK), if holding => Ev::IdleShrink,
             };
             match ev {
                 Ev::Kill => {
@@ -259,7 +267,7 @@ impl Session {
                 }
                 Ev::Prewarmed(r) => {
                     self.prewarm = None;
-                    match r {
+                    match *r {
                         Ok(next) => {
                             let current = self.current_generation().map(|g| g.id);
                             let latest = self.latest.as_ref().map(|g| g.id);
@@ -280,6 +288,12 @@ impl Session {
                 }
                 Ev::Retry => {
                     self.prewarm_retry_at = None;
+                }
+                Ev::IdleShrink => {
+                    self.client.shrink_idle();
+                    if let Some(u) = self.up.as_mut() {
+                        u.conn.shrink_idle();
+                    }
                 }
                 Ev::Deadline => {
                     let reason = self
@@ -389,7 +403,7 @@ impl Session {
         if let Some(next) = self.next.take() {
             self.up = Some(next.up);
             let synced = match swap::sync_state(self, next.version, next.schema).await {
-                Ok(()) => swap::reprepare_all(self).await,
+                Ok(()) => swap::reprepare_missing(self, Some(&next.prepared)).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = synced {
@@ -574,6 +588,7 @@ pub async fn run(
         doomed: None,
         lost_transaction: false,
         user_vars_unreplayable: false,
+        scratch: bytes::BytesMut::new(),
     };
     s.latest = s.gen_rx.borrow_and_update().clone();
     let end = s.run_loop().await;

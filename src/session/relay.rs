@@ -136,8 +136,8 @@ pub async fn relay_response(
                 let rewrite = inspect(ev.kind, payload, caps, hooks, out);
                 if let Some(new_payload) = rewrite {
                     // Flush what precedes, then the rewritten packet.
-                    let head = up.rbuf.split_to(verbatim + HEADER_LEN + h.len);
-                    write_client(client, &head[..verbatim], out).await?;
+                    write_client(client, &up.rbuf[..verbatim], out).await?;
+                    up.rbuf.advance(verbatim + HEADER_LEN + h.len);
                     let mut framed = BytesMut::with_capacity(new_payload.len() + HEADER_LEN);
                     let mut seq = h.seq;
                     frame::put_packet(&mut framed, &mut seq, &new_payload);
@@ -147,8 +147,8 @@ pub async fn relay_response(
                     verbatim += HEADER_LEN + h.len;
                 }
                 if ev.client_turn {
-                    let head = up.rbuf.split_to(verbatim);
-                    write_client(client, &head, out).await?;
+                    write_client(client, &up.rbuf[..verbatim], out).await?;
+                    up.rbuf.advance(verbatim);
                     client.stream.flush().await.map_err(RelayError::Client)?;
                     verbatim = 0;
                     stream_local_infile(client, up, max_packet).await?;
@@ -167,8 +167,9 @@ pub async fn relay_response(
             }
         }
         if verbatim > 0 {
-            let head = up.rbuf.split_to(verbatim);
-            write_client(client, &head, out).await?;
+            // Straight from the read buffer: no copy, no allocation.
+            write_client(client, &up.rbuf[..verbatim], out).await?;
+            up.rbuf.advance(verbatim);
         }
         if m.is_done() && passthrough == 0 {
             client.stream.flush().await.map_err(RelayError::Client)?;
@@ -323,11 +324,11 @@ async fn stream_local_infile(
             }
         }
         if verbatim > 0 {
-            let chunk = client.rbuf.split_to(verbatim);
             up.stream
-                .write_all(&chunk)
+                .write_all(&client.rbuf[..verbatim])
                 .await
                 .map_err(RelayError::Upstream)?;
+            client.rbuf.advance(verbatim);
         }
         if finished {
             up.stream.flush().await.map_err(RelayError::Upstream)?;

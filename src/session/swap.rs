@@ -52,9 +52,26 @@ impl Session {
         let params = self.params(true);
         let version = self.state.version;
         let schema = self.state.schema.clone();
+        let stmts = statements(self, None);
+        let deprecate_eof = self.caps().deprecate_eof();
         tokio::spawn(async move {
             let _permit = shared.prewarm.acquire().await;
-            let r = backend::connect(&ctx.target, &latest, &params).await;
+            let mut r = backend::connect(&ctx.target, &latest, &params).await;
+            // Statements are prepared here too, so the swap itself usually
+            // has nothing left to do but switch.
+            let mut prepared = std::collections::HashMap::new();
+            if let Ok(up) = r.as_mut() {
+                match prepare_on(&mut up.conn, deprecate_eof, schema.as_deref(), &stmts).await {
+                    Ok(done) => {
+                        for (id, u, _) in done {
+                            if let Some(u) = u {
+                                prepared.insert(id, u);
+                            }
+                        }
+                    }
+                    Err(e) => r = Err(BackendError::Server(e)),
+                }
+            }
             if let Err(e) = &r {
                 if e.is_auth_rejected() {
                     ctx.credentials
@@ -67,6 +84,7 @@ impl Session {
                 up,
                 version,
                 schema,
+                prepared,
             }));
         });
         self.prewarm = Some(rx);
@@ -117,7 +135,7 @@ impl Session {
         };
         let result = match sync_state(self, next.version, next.schema).await {
             Ok(()) => match recreate_user_vars(self, &user_vars).await {
-                Ok(()) => reprepare_all(self).await,
+                Ok(()) => reprepare_missing(self, Some(&next.prepared)).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -258,25 +276,21 @@ async fn read_response(
 /// Re-prepares every statement of the session on the current upstream
 /// connection (all requests written first, then all responses read: one
 /// round trip) and remaps their ids.
-pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
-    if s.state.stmts.is_empty() {
-        return Ok(());
-    }
-    let deprecate_eof = s.caps().deprecate_eof();
-    let Some(up) = s.up.as_mut() else {
-        return Err(lost("no upstream connection"));
-    };
-    // Statements resolve table names against the schema that was current
-    // when they were prepared: switch to it around each re-prepare.
-    let mut ids: Vec<(Option<Vec<u8>>, u32)> = s
-        .state
-        .stmts
-        .iter()
-        .map(|(id, st)| (st.schema.clone(), *id))
-        .collect();
-    ids.sort_unstable();
-    let session_schema = s.state.schema.clone();
-    let mut current = session_schema.clone();
+/// A statement to prepare on a connection: (client id, SQL, its schema).
+pub(super) type ToPrepare = (u32, bytes::Bytes, Option<Vec<u8>>);
+
+/// Prepares statements on a connection in one pipelined round trip, each in
+/// the schema it was first prepared in, and returns the new upstream ids
+/// (`None` where the server refused). The connection ends in `session_schema`.
+pub(super) async fn prepare_on(
+    conn: &mut PacketConn,
+    deprecate_eof: bool,
+    session_schema: Option<&[u8]>,
+    list: &[ToPrepare],
+) -> Result<Vec<(u32, Option<u32>, Option<MysqlError>)>, MysqlError> {
+    let mut order: Vec<&ToPrepare> = list.iter().collect();
+    order.sort_unstable_by(|a, b| (&a.2, a.0).cmp(&(&b.2, b.0)));
+    let mut current: Option<&[u8]> = session_schema;
     let mut batch = bytes::BytesMut::new();
     let mut expects = Vec::new();
     let put = |batch: &mut bytes::BytesMut, p: &[u8]| {
@@ -288,31 +302,34 @@ pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
         p.extend_from_slice(db);
         p
     };
-    for (schema, id) in &ids {
-        if schema != &current {
+    for (id, sql, schema) in order {
+        if schema.as_deref() != current {
             if let Some(db) = schema {
                 put(&mut batch, &init_db(db));
                 expects.push(None);
-                current = schema.clone();
+                current = Some(db);
             }
         }
-        let st = &s.state.stmts[id];
-        let mut p = Vec::with_capacity(1 + st.sql.len());
+        let mut p = Vec::with_capacity(1 + sql.len());
         p.push(com::STMT_PREPARE);
-        p.extend_from_slice(&st.sql);
+        p.extend_from_slice(sql);
         put(&mut batch, &p);
         expects.push(Some(*id));
     }
     if current != session_schema {
-        if let Some(db) = &session_schema {
+        if let Some(db) = session_schema {
             put(&mut batch, &init_db(db));
             expects.push(None);
         }
     }
-    up.conn.write_raw(&batch).await.map_err(lost)?;
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.write_raw(&batch).await.map_err(lost)?;
+    let mut out = Vec::with_capacity(list.len());
     for e in &expects {
         let Some(id) = e else {
-            let (kind, err) = read_response(&mut up.conn, Expect::Single, deprecate_eof).await?;
+            let (kind, err) = read_response(conn, Expect::Single, deprecate_eof).await?;
             if kind == PacketKind::Other {
                 if let Some(err) = err {
                     return Err(err);
@@ -320,20 +337,91 @@ pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
             }
             continue;
         };
-        let (kind, err) = read_response(&mut up.conn, Expect::Prepare, deprecate_eof).await?;
+        let (kind, err) = read_response(conn, Expect::Prepare, deprecate_eof).await?;
+        match kind {
+            PacketKind::PrepareOk { stmt_id, .. } => out.push((*id, Some(stmt_id), None)),
+            _ => out.push((*id, None, err)),
+        }
+    }
+    Ok(out)
+}
+
+/// The session's statements (or those not yet prepared on the new connection).
+pub(super) fn statements(
+    s: &Session,
+    skip: Option<&std::collections::HashMap<u32, u32>>,
+) -> Vec<ToPrepare> {
+    s.state
+        .stmts
+        .iter()
+        .filter(|(id, _)| skip.is_none_or(|m| !m.contains_key(id)))
+        .map(|(id, st)| (*id, st.sql.clone(), st.schema.clone()))
+        .collect()
+}
+
+/// Applies new upstream ids to the session's statements.
+fn apply_prepared(s: &mut Session, done: &[(u32, Option<u32>, Option<MysqlError>)]) {
+    for (id, upstream, err) in done {
         let Some(st) = s.state.stmts.get_mut(id) else {
             continue;
         };
-        match kind {
-            PacketKind::PrepareOk { stmt_id, .. } => {
-                st.upstream_id = stmt_id;
+        match upstream {
+            Some(u) => {
+                st.upstream_id = *u;
                 st.needs_types = st.params > 0;
             }
-            _ => {
+            None => {
                 warn!(client_stmt = id, error = ?err, "re-preparing a statement failed; its next execute will report the error");
                 st.upstream_id = u32::MAX;
             }
         }
     }
+}
+
+/// Re-prepares the session's statements on the current upstream connection
+/// (those in `already` were prepared there by the pre-warm task).
+pub(super) async fn reprepare_all(s: &mut Session) -> Result<(), MysqlError> {
+    reprepare_missing(s, None).await
+}
+
+pub(super) async fn reprepare_missing(
+    s: &mut Session,
+    already: Option<&std::collections::HashMap<u32, u32>>,
+) -> Result<(), MysqlError> {
+    if let Some(m) = already {
+        let pre: Vec<_> = m
+            .iter()
+            .filter(|(id, _)| s.state.stmts.contains_key(id))
+            .map(|(id, u)| (*id, Some(*u), None))
+            .collect();
+        apply_prepared(s, &pre);
+        // Statements closed since the pre-warm: close them there too.
+        let stale: Vec<u32> = m
+            .iter()
+            .filter(|(id, _)| !s.state.stmts.contains_key(id))
+            .map(|(_, u)| *u)
+            .collect();
+        if let (false, Some(up)) = (stale.is_empty(), s.up.as_mut()) {
+            let mut batch = bytes::BytesMut::new();
+            for u in stale {
+                let mut p = vec![com::STMT_CLOSE];
+                p.extend_from_slice(&u.to_le_bytes());
+                let mut seq = 0;
+                crate::protocol::frame::put_packet(&mut batch, &mut seq, &p);
+            }
+            up.conn.write_raw(&batch).await.map_err(lost)?;
+        }
+    }
+    let list = statements(s, already);
+    if list.is_empty() {
+        return Ok(());
+    }
+    let deprecate_eof = s.caps().deprecate_eof();
+    let schema = s.state.schema.clone();
+    let Some(up) = s.up.as_mut() else {
+        return Err(lost("no upstream connection"));
+    };
+    let done = prepare_on(&mut up.conn, deprecate_eof, schema.as_deref(), &list).await?;
+    apply_prepared(s, &done);
     Ok(())
 }
