@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             };
             init_logging(&cfg);
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
             {
@@ -109,6 +110,41 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Worker threads for client sessions: `SQLEASE_WORKERS` (0 = run sessions
+/// on the main multi-threaded runtime), default the number of CPUs.
+fn cli_workers() -> usize {
+    std::env::var("SQLEASE_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// Starts `n` threads, each running a single-threaded runtime forever.
+fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("sqlease-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(std::future::pending::<()>());
+            })?;
+        handles.push(rx.recv()??);
+    }
+    Ok(handles)
 }
 
 fn init_logging(cfg: &Config) {
@@ -132,11 +168,23 @@ async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let workers = cli_workers();
     let running = tokio::select! {
         r = sqlease::app::start(cfg) => r?,
         _ = term.recv() => { tracing::info!("SIGTERM before the start completed"); return Ok(()); }
         _ = int.recv() => { tracing::info!("SIGINT before the start completed"); return Ok(()); }
     };
+    if workers > 0 {
+        let handles = spawn_workers(workers)?;
+        let _ = running
+            .shared
+            .shards
+            .set(sqlease::server::Shards::new(handles));
+        tracing::info!(
+            workers,
+            "client sessions run on one event loop per worker thread"
+        );
+    }
     let signal_name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",

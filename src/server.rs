@@ -149,6 +149,36 @@ pub struct Shared {
     pub deadline_policy: DeadlinePolicy,
     /// Becomes true when the process is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Single-threaded runtimes that run client sessions (set by the binary).
+    pub shards: std::sync::OnceLock<Shards>,
+}
+
+/// Client sessions are spread over single-threaded runtimes, one per core:
+/// a session's socket events, its relay and its upstream socket stay on one
+/// thread (no work stealing or cross-thread wake-ups on the hot path), as in
+/// event-loop-per-core proxies. Without shards sessions run on the runtime
+/// that accepted them.
+#[derive(Debug)]
+pub struct Shards {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Shards {
+    pub fn new(handles: Vec<tokio::runtime::Handle>) -> Shards {
+        Shards {
+            handles,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn pick(&self) -> Option<&tokio::runtime::Handle> {
+        if self.handles.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles.get(i)
+    }
 }
 
 impl Shared {
@@ -312,6 +342,7 @@ pub fn new_shared(cfg: &Config, shutdown: watch::Receiver<bool>) -> Arc<Shared> 
         prewarm: Semaphore::new(cfg.rotation.prewarm_concurrency),
         deadline_policy: cfg.rotation.deadline_policy,
         shutdown,
+        shards: std::sync::OnceLock::new(),
     })
 }
 
@@ -378,8 +409,26 @@ pub async fn serve(listener: BoundListener, shared: Arc<Shared>) {
         match accepted {
             Ok((stream, addr)) => {
                 let ctx = Arc::clone(&ctx);
-                let shared = Arc::clone(&shared);
-                tokio::spawn(handle_connection(stream, addr, ctx, shared));
+                let shared2 = Arc::clone(&shared);
+                match (stream, shared.shards.get().and_then(|s| s.pick())) {
+                    (Stream::Tcp(s), Some(shard)) => {
+                        match s.into_std() {
+                            // Re-registered with the shard's own reactor.
+                            Ok(std_stream) => {
+                                shard.spawn(async move {
+                                match tokio::net::TcpStream::from_std(std_stream) {
+                                    Ok(s) => handle_connection(Stream::Tcp(s), addr, ctx, shared2).await,
+                                    Err(e) => warn!(error = %e, "cannot hand a connection to a worker"),
+                                }
+                            });
+                            }
+                            Err(e) => warn!(error = %e, "cannot hand a connection to a worker"),
+                        }
+                    }
+                    (stream, _) => {
+                        tokio::spawn(handle_connection(stream, addr, ctx, shared2));
+                    }
+                }
             }
             Err(e) => {
                 warn!(listener = %ctx.name, error = %e, "accept failed");
