@@ -143,8 +143,10 @@ impl ResponseMachine {
         }
     }
 
+    /// The response is complete: its last packet has arrived, including the
+    /// continuation packets of a last packet of 16 MiB − 1 bytes.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.state == State::Done && !self.continuation
     }
 
     /// Whether the relay must hold the whole packet before calling
@@ -195,6 +197,14 @@ impl ResponseMachine {
     /// packet when [`needs_full`](Self::needs_full) said so, else at least
     /// its first byte.
     pub fn on_packet(&mut self, len: usize, payload: &[u8]) -> Result<Event, ResponseError> {
+        let mut ev = self.step(len, payload)?;
+        // A last packet of 16 MiB − 1 bytes continues in the next one: the
+        // response is not over before that one has come.
+        ev.done = self.is_done();
+        Ok(ev)
+    }
+
+    fn step(&mut self, len: usize, payload: &[u8]) -> Result<Event, ResponseError> {
         let ev = |kind, done| Event {
             kind,
             done,
@@ -630,6 +640,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Regression (fuzz target `response`, input `ff f8 01 ff 1d 00`): an
+    /// ERR packet of 16 MiB − 1 bytes ended a COM_STMT_FETCH response while
+    /// its continuation packet was still to come; the relay stopped there
+    /// and left the continuation to be read as the next command's response.
+    #[test]
+    fn big_last_packet_waits_for_its_continuation() {
+        let mut m = ResponseMachine::new(Expect::Fetch, true);
+        assert!(m.needs_full(MAX_PAYLOAD, 0xFF));
+        let mut err = vec![0u8; MAX_PAYLOAD];
+        err[0] = 0xFF;
+        let e = m.on_packet(MAX_PAYLOAD, &err).unwrap();
+        assert_eq!(e.kind, PacketKind::Err);
+        assert!(!e.done && !m.is_done());
+        assert!(!m.needs_full(0, 0));
+        let e = m.on_packet(0, &[]).unwrap();
+        assert_eq!(e.kind, PacketKind::Continuation);
+        assert!(e.done && m.is_done());
+        assert!(m.on_packet(1, &[0]).is_err());
+        // The same for the one packet of a `Single` response.
+        let mut m = ResponseMachine::new(Expect::Single, false);
+        assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
+        assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
+        assert!(m.on_packet(5, &[b'x']).unwrap().done);
     }
 
     #[test]
