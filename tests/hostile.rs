@@ -549,3 +549,63 @@ async fn hostile_clients_against_the_binary() {
         vec![vec![Some("alive".to_string())]]
     );
 }
+
+/// A one-row result whose row is exactly 16 MiB − 1 bytes, read by the
+/// proxy's own query helper (`session::uservars::query_rows`, used to carry
+/// user variables to a new connection): it must come back, not hang.
+/// `query_rows` reads *logical* packets; a logical packet of exactly
+/// 16 MiB − 1 bytes must not make the response machine wait for a
+/// continuation that `read_logical` already consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_query_helper_reads_a_row_of_16_mib_minus_1() {
+    use sqlease::backend::{self, ConnectParams, UpstreamTarget};
+    use sqlease::protocol::caps::CLIENT_DEPRECATE_EOF;
+    let db = db();
+    db.cli("SET GLOBAL max_allowed_packet = 64 * 1024 * 1024")
+        .unwrap();
+    let target = UpstreamTarget {
+        addr: sqlease::net::UpstreamAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: db.port(),
+        },
+        tls_mode: sqlease::config::UpstreamTlsMode::Disabled,
+        tls: None,
+        server_name: "127.0.0.1".into(),
+        connect_timeout: QUICK,
+    };
+    let generation = sqlease::credentials::Generation::new(
+        1,
+        UP_USER.into(),
+        sqlease::secret::SecretString::from(UP_PASSWORD),
+        None,
+    );
+    for deprecate_eof in [false, true] {
+        let params = ConnectParams {
+            client_caps: RAW_CAPS
+                | if deprecate_eof {
+                    CLIENT_DEPRECATE_EOF
+                } else {
+                    0
+                },
+            collation: 45,
+            ..ConnectParams::default()
+        };
+        let mut up = backend::connect(&target, &generation, &params)
+            .await
+            .expect("upstream connection");
+        // Row payload: 0xFD + 3-byte length + 16,777,211 bytes = 0xFFFFFF.
+        let rows = tokio::time::timeout(
+            Duration::from_secs(30),
+            sqlease::session::uservars::query_rows(
+                &mut up.conn,
+                deprecate_eof,
+                "SELECT REPEAT('x', 16777211)",
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("query_rows hung (DEPRECATE_EOF {deprecate_eof})"))
+        .expect("query_rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][0].as_ref().map(|v| v.len()), Some(16_777_211));
+    }
+}

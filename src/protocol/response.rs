@@ -204,6 +204,16 @@ impl ResponseMachine {
         Ok(ev)
     }
 
+    /// Feeds one whole *logical* packet (physical packets already
+    /// reassembled, e.g. by `PacketConn::read_logical`): no continuation
+    /// follows it, whatever its length.
+    pub fn on_logical(&mut self, payload: &[u8]) -> Result<Event, ResponseError> {
+        let mut ev = self.step(payload.len(), payload)?;
+        self.continuation = false;
+        ev.done = self.is_done();
+        Ok(ev)
+    }
+
     fn step(&mut self, len: usize, payload: &[u8]) -> Result<Event, ResponseError> {
         let ev = |kind, done| Event {
             kind,
@@ -665,6 +675,32 @@ mod tests {
         assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
         assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
         assert!(m.on_packet(5, &[b'x']).unwrap().done);
+    }
+
+    /// Logical packets of exactly 16 MiB − 1 bytes (a row, a last packet)
+    /// are whole: no continuation is awaited after them.
+    #[test]
+    fn logical_packets_of_16_mib_minus_1() {
+        let row = vec![b'x'; MAX_PAYLOAD];
+        for dep in [false, true] {
+            let mut m = ResponseMachine::new(Expect::Generic, dep);
+            m.on_logical(&[1]).unwrap();
+            m.on_logical(b"\x03def").unwrap();
+            if !dep {
+                m.on_logical(&[0xFE, 0, 0, 2, 0]).unwrap();
+            }
+            assert_eq!(m.on_logical(&row).unwrap().kind, PacketKind::Row);
+            let end: &[u8] = if dep {
+                &[0xFE, 0, 0, 2, 0, 0, 0]
+            } else {
+                &[0xFE, 0, 0, 2, 0]
+            };
+            let e = m.on_logical(end).unwrap();
+            assert!(matches!(e.kind, PacketKind::Terminator { .. }), "{e:?}");
+            assert!(e.done && m.is_done());
+        }
+        let mut m = ResponseMachine::new(Expect::Single, false);
+        assert!(m.on_logical(&row).unwrap().done);
     }
 
     #[test]

@@ -264,7 +264,7 @@ async fn read_response(
             .read_logical(None, MAX_REPLAY_PACKET)
             .await
             .map_err(lost)?;
-        let ev = m.on_packet(l.payload.len(), &l.payload).map_err(lost)?;
+        let ev = m.on_logical(&l.payload).map_err(lost)?;
         if l.payload.first() == Some(&0xFF) {
             err = parse_err(&l.payload);
         }

@@ -35,7 +35,7 @@ pub async fn query_rows(
     while !m.is_done() {
         let l = conn.read_logical(None, 1 << 24).await?;
         let ev = m
-            .on_packet(l.payload.len(), &l.payload)
+            .on_logical(&l.payload)
             .map_err(|e| BackendError::Protocol(e.to_string()))?;
         match ev.kind {
             PacketKind::Row => rows.push(parse_text_row(&l.payload)),
