@@ -672,9 +672,9 @@ mod tests {
         assert!(m.on_packet(1, &[0]).is_err());
         // The same for the one packet of a `Single` response.
         let mut m = ResponseMachine::new(Expect::Single, false);
-        assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
-        assert!(!m.on_packet(MAX_PAYLOAD, &[b'x']).unwrap().done);
-        assert!(m.on_packet(5, &[b'x']).unwrap().done);
+        assert!(!m.on_packet(MAX_PAYLOAD, b"x").unwrap().done);
+        assert!(!m.on_packet(MAX_PAYLOAD, b"x").unwrap().done);
+        assert!(m.on_packet(5, b"x").unwrap().done);
     }
 
     /// Logical packets of exactly 16 MiB − 1 bytes (a row, a last packet)
