@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::rotator::Rotator;
 use common::*;
 use mysql_async::prelude::*;
-use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation, SourceEvent};
-use sqlease::secret::SecretString;
+use sqlease::credentials::SourceEvent;
 use sqlease_testkit::vault::{MysqlProvision, Provisioned, StandinOptions, VaultStandin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,80 +94,13 @@ fn admin_section(bind: &str) -> String {
     format!("[admin]\nbind = \"{bind}\"\ntoken = \"{ADMIN_TOKEN}\"\n")
 }
 
-/// A credential source whose generations the test publishes (each one a
-/// MySQL user the test creates), and which records the events it gets.
-struct Rotator {
-    publisher: Mutex<CredentialPublisher>,
-    next: AtomicU64,
-    prefix: String,
-    last: Mutex<Option<Arc<Generation>>>,
-}
-
-impl Rotator {
-    fn new(prefix: &str) -> (Arc<Rotator>, CredentialHandle) {
-        let (h, p) = CredentialHandle::channel("static");
-        (
-            Arc::new(Rotator {
-                publisher: Mutex::new(p),
-                next: AtomicU64::new(1),
-                prefix: prefix.to_string(),
-                last: Mutex::new(None),
-            }),
-            h,
-        )
-    }
-
-    fn rotate(&self) -> Arc<Generation> {
-        let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let user = format!("{}{n}", self.prefix);
-        let pw = format!("adm-gen-pw-{n}");
-        db().cli(&format!(
-            "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'; GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%';"
-        ))
-        .unwrap();
-        let g = Generation::new(n, user, SecretString::from(pw), None);
-        if let Some(old) = self.last.lock().unwrap().replace(Arc::clone(&g)) {
-            old.retire();
-        }
-        self.publisher
-            .lock()
-            .unwrap()
-            .tx
-            .send(Some(Arc::clone(&g)))
-            .unwrap();
-        g
-    }
-
-    fn events(&self) -> Vec<SourceEvent> {
-        let mut p = self.publisher.lock().unwrap();
-        let mut out = Vec::new();
-        while let Ok(e) = p.events.try_recv() {
-            out.push(e);
-        }
-        out
-    }
-}
-
-async fn user_of(c: &mut mysql_async::Conn) -> String {
-    let u: String = scalar(c, "SELECT CURRENT_USER()").await;
-    u.split('@').next().unwrap().to_string()
-}
-
-async fn wait_user(c: &mut mysql_async::Conn, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while user_of(c).await != want {
-        assert!(Instant::now() < deadline, "session never moved to {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // ------------------------------------------------- metrics and sessions
 
 #[tokio::test]
 async fn metrics_and_sessions_follow_a_rotation() {
     init_logging();
-    let (rot, handle) = Rotator::new("adm_m_");
-    let g1 = rot.rotate();
+    let (rot, handle) = Rotator::new(db(), "adm_m_");
+    let g1 = rot.rotate(None);
     let toml = config_toml(db(), "", &admin_section("127.0.0.1:0"));
     let cfg = sqlease::config::Config::from_toml(&toml).unwrap();
     let mut supplied = BTreeMap::new();
@@ -261,7 +194,7 @@ async fn metrics_and_sessions_follow_a_rotation() {
     assert_eq!(rot.events(), vec![SourceEvent::RotateNow]);
 
     // Rotate: a and b move at their next command, the transaction pins.
-    let g2 = rot.rotate();
+    let g2 = rot.rotate(None);
     wait_user(&mut a, &g2.username).await;
     wait_user(&mut b, &g2.username).await;
     let _: i64 = scalar(&mut pinned, "SELECT 2").await;

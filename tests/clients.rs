@@ -9,38 +9,6 @@ use std::time::Duration;
 use common::*;
 use tokio::process::Command;
 
-/// Output of one `mariadb` CLI run.
-#[derive(Debug)]
-struct CliRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the `mariadb` CLI against `port` as `user`/`password` with `args`.
-async fn mariadb_cli(port: u16, user: &str, password: &str, args: &[&str]) -> CliRun {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args(["-h127.0.0.1", "--protocol=tcp"])
-            .arg(format!("-P{port}"))
-            .arg(format!("-u{user}"))
-            .arg(format!("-p{password}"))
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("mariadb CLI timed out")
-    .expect("run the mariadb CLI (Debian package mariadb-client)");
-    CliRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Replaces the timings `(0.001 sec)` the CLI prints in verbose mode.
 fn strip_timings(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

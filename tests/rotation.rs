@@ -29,23 +29,6 @@ async fn start_rotating(prefix: &str, extra_top: &str) -> (Running, Arc<Rotator>
     (r, rot)
 }
 
-async fn user_of(c: &mut mysql_async::Conn) -> String {
-    let u: String = scalar(c, "SELECT CURRENT_USER()").await;
-    u.split('@').next().unwrap().to_string()
-}
-
-/// Runs a trivial command until the session reports `want` as its user.
-async fn wait_user(c: &mut mysql_async::Conn, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if user_of(c).await == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "session never moved to {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn session_state_survives_a_swap() {
     let (r, rot) = start_rotating("rs_a_", "").await;

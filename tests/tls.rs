@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::*;
 use rawclient::*;
 use sqlease::app::Running;
-use tokio::process::Command;
 
 /// A self-signed certificate for 127.0.0.1 / localhost, written as PEM.
 struct Certs {
@@ -52,41 +51,11 @@ async fn start_tls(mode: &str, c: &Certs, plugin: &str) -> Running {
     start_with(&config_toml(db(), &tls_listener(mode, c, plugin), "")).await
 }
 
-#[derive(Debug)]
-struct CliRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn mariadb(port: u16, user: &str, password: &str, args: &[&str]) -> CliRun {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args(["-h127.0.0.1", "--protocol=tcp"])
-            .arg(format!("-P{port}"))
-            .arg(format!("-u{user}"))
-            .arg(format!("-p{password}"))
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("mariadb CLI timed out")
-    .expect("run the mariadb CLI");
-    CliRun {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Runs `status` + a query and returns the "SSL:" line of the CLI's status.
 async fn cli_ssl_line(port: u16, args: &[&str]) -> String {
     let mut all = args.to_vec();
     all.extend_from_slice(&["-e", "status; SELECT CONCAT('q', 'ok') AS r"]);
-    let run = mariadb(port, LOCAL_USER, LOCAL_PASSWORD, &all).await;
+    let run = mariadb_cli(port, LOCAL_USER, LOCAL_PASSWORD, &all).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("qok"), "{}", run.stdout);
     run.stdout
@@ -111,7 +80,7 @@ async fn required_tls_with_the_cli_and_3159_for_plain() {
     // Verification against another CA fails on the client side.
     let other = self_signed();
     let bad_ca = format!("--ssl-ca={}", other.cert.display());
-    let run = mariadb(
+    let run = mariadb_cli(
         port,
         LOCAL_USER,
         LOCAL_PASSWORD,
@@ -121,7 +90,7 @@ async fn required_tls_with_the_cli_and_3159_for_plain() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("ERROR 2026"), "{}", run.stderr);
     // Plain TCP: MySQL's error 3159.
-    let run = mariadb(
+    let run = mariadb_cli(
         port,
         LOCAL_USER,
         LOCAL_PASSWORD,
@@ -142,7 +111,7 @@ async fn required_tls_with_the_cli_and_3159_for_plain() {
         other => panic!("expected 3159, got {other:?}"),
     }
     // A wrong password over TLS is still MySQL's 1045.
-    let run = mariadb(port, LOCAL_USER, "nope", &["--ssl", "-e", "SELECT 1"]).await;
+    let run = mariadb_cli(port, LOCAL_USER, "nope", &["--ssl", "-e", "SELECT 1"]).await;
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
         run.stderr
@@ -176,7 +145,7 @@ async fn caching_sha2_with_the_cli_over_tls() {
         "--default-auth=caching_sha2_password",
         "--default-auth=mysql_native_password",
     ] {
-        let run = mariadb(
+        let run = mariadb_cli(
             port,
             LOCAL_USER,
             LOCAL_PASSWORD,
@@ -187,7 +156,7 @@ async fn caching_sha2_with_the_cli_over_tls() {
         assert_eq!(run.stdout, "sha2-ok\n");
         // Wrong password: the fast path fails, the proxy asks for the
         // password in clear (TLS) and refuses it.
-        let run = mariadb(
+        let run = mariadb_cli(
             port,
             LOCAL_USER,
             "wrong",

@@ -127,3 +127,53 @@ pub fn init_logging() {
         }
     });
 }
+
+/// Output of one `mariadb` CLI run.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `mariadb` CLI against `port` as `user`/`password` with `args`.
+pub async fn mariadb_cli(port: u16, user: &str, password: &str, args: &[&str]) -> CliRun {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h127.0.0.1", "--protocol=tcp"])
+            .arg(format!("-P{port}"))
+            .arg(format!("-u{user}"))
+            .arg(format!("-p{password}"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("mariadb CLI timed out")
+    .expect("run the mariadb CLI (Debian package mariadb-client)");
+    CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The MySQL user a session is logged in as upstream (CURRENT_USER() without the host).
+pub async fn user_of(c: &mut mysql_async::Conn) -> String {
+    let u: String = scalar(c, "SELECT CURRENT_USER()").await;
+    u.split('@').next().unwrap().to_string()
+}
+
+/// Runs a trivial command until the session reports `want` as its user.
+pub async fn wait_user(c: &mut mysql_async::Conn, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while user_of(c).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session never moved to {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -6,27 +6,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation};
+use sqlease::credentials::{CredentialHandle, CredentialPublisher, Generation, SourceEvent};
 use sqlease::secret::SecretString;
 
 use super::MariaDb;
 
 pub struct Rotator {
     db: &'static MariaDb,
-    publisher: CredentialPublisher,
+    publisher: Mutex<CredentialPublisher>,
     next: AtomicU64,
     prefix: String,
     pub gens: Mutex<Vec<Arc<Generation>>>,
 }
 
 impl Rotator {
-    /// A source with no generation yet, and the handle to give sqlease.
+    /// A source with no generation yet, and the handle to give sqlease (named
+    /// "static", the credential source `config_toml` refers to).
     pub fn new(db: &'static MariaDb, prefix: &str) -> (Arc<Rotator>, CredentialHandle) {
-        let (h, p) = CredentialHandle::channel("rot");
+        let (h, p) = CredentialHandle::channel("static");
         (
             Arc::new(Rotator {
                 db,
-                publisher: p,
+                publisher: Mutex::new(p),
                 next: AtomicU64::new(1),
                 prefix: prefix.to_string(),
                 gens: Default::default(),
@@ -56,8 +57,23 @@ impl Rotator {
             old.retire();
         }
         gens.push(Arc::clone(&g));
-        self.publisher.tx.send(Some(Arc::clone(&g))).unwrap();
+        self.publisher
+            .lock()
+            .unwrap()
+            .tx
+            .send(Some(Arc::clone(&g)))
+            .unwrap();
         g
+    }
+
+    /// The events sessions and the admin listener sent to this source.
+    pub fn events(&self) -> Vec<SourceEvent> {
+        let mut p = self.publisher.lock().unwrap();
+        let mut out = Vec::new();
+        while let Ok(e) = p.events.try_recv() {
+            out.push(e);
+        }
+        out
     }
 
     /// Number of generations published so far.
